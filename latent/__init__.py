@@ -1,0 +1,1 @@
+"""Latent controls, interpolation, text conditioning and metrics. Imports `synth` and `vocoders`."""

@@ -1,0 +1,1 @@
+"""Objective quality, diversity and originality metrics."""

@@ -1,0 +1,1 @@
+"""Mel-to-waveform vocoders. Imports `synth` only."""

@@ -12,17 +12,13 @@ import math
 import torch
 import torch.nn.functional as F
 
+from synth.pitch import midi_to_hz  # noqa: F401  (re-exported: dsp.midi_to_hz)
+
 
 def exp_sigmoid(x: torch.Tensor, exponent: float = 10.0, max_value: float = 2.0,
                 threshold: float = 1e-7) -> torch.Tensor:
     """DDSP's scaled sigmoid: ``max_value * sigmoid(x) ** log(exponent) + threshold``."""
     return max_value * torch.sigmoid(x) ** math.log(exponent) + threshold
-
-
-def midi_to_hz(midi: torch.Tensor | float) -> torch.Tensor:
-    """MIDI note number(s) -> Hz (A4 = 69 = 440 Hz)."""
-    midi = torch.as_tensor(midi, dtype=torch.float32)
-    return 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
 
 
 def upsample_linear(x: torch.Tensor, n_samples: int) -> torch.Tensor:

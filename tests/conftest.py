@@ -4,7 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: tiny test tensors gain nothing from more, and OpenMP spin-waits make them
+# hundreds of times slower when another process holds the second core.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -22,6 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="synthstudio: neural synthesis of musical sounds.")
 models_app = typer.Typer(no_args_is_help=True, help="List and inspect model checkpoints.")
 app.add_typer(models_app, name="models")
+from studio.cli_data import data_app  # noqa: E402
+
+app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)

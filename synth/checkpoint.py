@@ -78,7 +78,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, corpus_hash: 
     return Path(path)
 
 
-def _check_file(path: Path) -> None:
+def check_file(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -113,7 +113,7 @@ def _check_file(path: Path) -> None:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The synthstudio metadata of a checkpoint, validated, without loading weights."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
             raw = (fh.metadata() or {}).get(META_KEY)

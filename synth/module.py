@@ -22,6 +22,11 @@ class SynthModule(nn.Module):
 
     Subclasses set `kind` and `Config` (a dataclass), implement `debug_config`, `example_batch`
     and `training_step`, and may override `make_optimizers` (GANs return one optimizer per phase).
+
+    Rules the Trainer relies on: phase names contain no "/" and `make_optimizers` returns exactly
+    the keys of `phases()`; state that must survive a resume is a parameter or a persistent
+    buffer; randomness inside a step comes from the global torch RNG (re-seeded by the Trainer
+    from (seed, step, rank) every step).
     """
 
     kind: ClassVar[str] = ""
@@ -74,4 +79,4 @@ class SynthModule(nn.Module):
         return {}
 
     def on_train_step_end(self, step: int) -> None:
-        """Called after all phases of a step (EMA updates, codebook restarts, ...)."""
+        """Called after all phases of a step with the number of completed steps (from 1)."""

@@ -1,0 +1,1 @@
+"""Training corpora: format, builders (soundfont, procedural, folder), splits, descriptors, dataset."""

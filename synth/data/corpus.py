@@ -160,6 +160,8 @@ def write_corpus(root: str | os.PathLike, rows: Sequence[dict[str, Any]],
         chunks: int16 arrays (k, n_samples) whose rows, concatenated, match `rows`.
     """
     root = Path(root)
+    if not rows:
+        raise CorpusError(f"refusing to write an empty corpus to {root}")
     root.mkdir(parents=True, exist_ok=True)
     for n, row in enumerate(rows):
         validate_row(row, f"row {n} ({row.get('id')})")

@@ -131,6 +131,8 @@ def caption(row: dict[str, Any], thresholds: dict[str, float]) -> str:
     if d["flatness"] >= thresholds["noisy"]:
         words.append("noisy")
     words.append(envelope_word(d, row["family"]))
-    words.append(row["instrument"])
+    # A user's recordings are named after their folder or file, which says nothing of the sound:
+    # describe them by family instead ("sustained synth lead sound").
+    words.append(f"{row['family']} sound" if row["source"] == "folder" else row["instrument"])
     return (f"{' '.join(words)}, {register_word(row['pitch'])} register, "
             f"{dynamics_word(row['velocity'])}")

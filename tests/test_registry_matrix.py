@@ -78,6 +78,11 @@ def test_save_load_roundtrip(kind, tmp_path, gen):
 def test_one_optimizer_step_on_cpu(kind, gen):
     torch.manual_seed(0)
     model = build(kind, debug=True).train()
+    if not any(p.requires_grad for p in model.parameters()):
+        # Parameter-free models (Griffin-Lim) have no phases and nothing to step; the Trainer
+        # refuses them. Their own tests check that.
+        assert model.phases() == [] and model.make_optimizers(lr=1e-3) == {}
+        pytest.skip(f"{kind} has no trainable parameters")
     batch = model.example_batch(2, gen)
     optimizers = model.make_optimizers(lr=1e-3)
     assert list(optimizers) == model.phases()

@@ -1,0 +1,178 @@
+"""`istft`: a Vocos-style vocoder (Siuzdak, 2023): ConvNeXt backbone, STFT head, inverse STFT.
+
+Backbone: Conv1d(n_mels, dim, 7) embedding -> LayerNorm -> N ConvNeXt blocks (depthwise conv 7,
+LayerNorm, Linear(dim, intermediate) -> GELU -> Linear(intermediate, dim), layer scale, residual)
+-> LayerNorm. Every layer keeps the frame rate; nothing mixes frames but the depthwise convs.
+
+Head: Linear(dim, n_fft + 2) -> log-magnitude m and angle p per bin; the spectrum is
+exp(min(m, log 100)) * (cos p + i sin p) (Vocos clips the magnitude at 100 the same way) and
+`torch.istft` with the spec's n_fft and hop, Hann window, ``center=True`` and
+``length = F * hop``. So frame k is centred at sample k * hop, exactly as in `synth.features`
+(Vocos's "same" padding would centre it at k * hop + hop / 2). The window-envelope division does
+not depend on the input, so the model is translation-equivariant in frames and chunked synthesis
+is exact (`vocoders.chunked`).
+
+The default config is Vocos-base (dim 512, intermediate 1536, 8 layers) on the default 16 kHz
+FeatureSpec (80 mels, n_fft 1024, hop 256): 13.46M generator parameters. Training: the same
+phases as `hifigan`, with Vocos's critics and weights: multi-period ("mpd") and multi-resolution
+("mrd") discriminators, each LSGAN / feature-matching term averaged over sub-discriminators,
+weights "gen/mel" 45 and 0.1 on every "mrd" term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from synth.errors import ConfigError
+from synth.features import FeatureSpec, LogMel
+from vocoders.base import Vocoder
+from vocoders.discriminators import MPD_CHANNELS, MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from vocoders.hifigan import example_audio, gan_optimizers, gan_training_step
+
+
+@dataclass
+class ISTFTConfig:
+    feature_spec: FeatureSpec = field(default_factory=FeatureSpec)
+    dim: int = 512
+    intermediate_dim: int = 1536
+    num_layers: int = 8
+    kernel_size: int = 7
+    layer_scale_init: float | None = None  # None: 1 / num_layers, as Vocos
+    max_log_magnitude: float = math.log(100.0)
+    discriminators: bool = True
+    mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    mpd_channels: tuple[int, ...] = MPD_CHANNELS
+    mrd_fft_sizes: tuple[int, ...] = (2048, 1024, 512)
+    mrd_channels: int = 32
+
+
+class ConvNeXtBlock(nn.Module):
+    """(B, C, F) -> (B, C, F): x + gamma * MLP(LayerNorm(depthwise_conv(x)))."""
+
+    def __init__(self, dim: int, intermediate_dim: int, kernel_size: int, layer_scale: float) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), float(layer_scale)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.dwconv(x).transpose(1, 2))
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(y)))
+        return x + y.transpose(1, 2)
+
+
+class ISTFTGenerator(nn.Module):
+    """(B, n_mels, F) log-mel -> (B, F * hop) audio through backbone, STFT head and iSTFT."""
+
+    def __init__(self, c: ISTFTConfig) -> None:
+        super().__init__()
+        spec = c.feature_spec
+        self.n_fft, self.hop, self.kernel_size = spec.n_fft, spec.hop_length, c.kernel_size
+        self.max_log_magnitude = float(c.max_log_magnitude)
+        self.embed = nn.Conv1d(spec.n_mels, c.dim, c.kernel_size, padding=c.kernel_size // 2)
+        self.norm = nn.LayerNorm(c.dim, eps=1e-6)
+        scale = c.layer_scale_init if c.layer_scale_init is not None else 1.0 / c.num_layers
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(c.dim, c.intermediate_dim, c.kernel_size, scale) for _ in range(c.num_layers)
+        )
+        self.final_norm = nn.LayerNorm(c.dim, eps=1e-6)
+        self.head = nn.Linear(c.dim, spec.n_fft + 2)
+        self.register_buffer("window", torch.hann_window(spec.n_fft), persistent=False)
+        for m in self.modules():  # Vocos's init
+            if isinstance(m, (nn.Conv1d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F) -> complex (B, n_fft // 2 + 1, F) STFT."""
+        x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
+        if x.dtype in (torch.float16, torch.bfloat16):  # autocast: the iSTFT needs float32
+            x = x.float()
+        log_mag, angle = x.chunk(2, dim=1)
+        mag = torch.exp(log_mag.clamp(max=self.max_log_magnitude))
+        return torch.complex(mag * torch.cos(angle), mag * torch.sin(angle))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        spec = self.spectrum(mel)
+        return torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.window.to(spec.real.dtype),
+                           center=True, length=mel.shape[-1] * self.hop)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """Frames (left, right) of the mel that reach output block c (samples c*hop..(c+1)*hop-1).
+
+        The convolutions reach R = (kernel // 2) * (1 + layers) frames each way; the iSTFT adds
+        the frames k whose open window support (k*hop - n_fft/2, k*hop + n_fft/2) meets the block.
+        """
+        r = (self.kernel_size // 2) * (1 + len(self.blocks))
+        half = self.n_fft // 2
+        left = math.ceil(half / self.hop) - 1
+        right = math.ceil((half + self.hop - 1) / self.hop) - 1
+        return r + left, r + right
+
+
+class ISTFTVocoder(Vocoder):
+    """Vocos-style vocoder: `ISTFTGenerator` plus (optionally) MPD and MRD critics."""
+
+    kind = "istft"
+    Config = ISTFTConfig
+
+    def __init__(self, config: ISTFTConfig) -> None:
+        super().__init__(config)
+        spec = config.feature_spec
+        if spec.hop_length > spec.n_fft // 2:
+            raise ConfigError(f"istft needs hop_length <= n_fft / 2, got {spec.describe()}")
+        if config.kernel_size % 2 == 0 or min(config.dim, config.intermediate_dim, config.num_layers) < 1:
+            raise ConfigError(f"istft needs an odd kernel_size and positive sizes, got {config}")
+        self.generator = ISTFTGenerator(config)
+        self.log_mel = LogMel(spec)
+        self.discriminators = nn.ModuleDict()
+        if config.discriminators:
+            self.discriminators["mpd"] = MultiPeriodDiscriminator(config.mpd_periods, config.mpd_channels)
+            self.discriminators["mrd"] = MultiResolutionDiscriminator(config.mrd_fft_sizes,
+                                                                      config.mrd_channels)
+
+    @classmethod
+    def debug_config(cls) -> ISTFTConfig:
+        spec = FeatureSpec(sample_rate=8000, n_fft=64, hop_length=16, n_mels=16, f_max=4000.0)
+        return ISTFTConfig(feature_spec=spec, dim=32, intermediate_dim=64, num_layers=2,
+                           mpd_periods=(2, 3), mpd_channels=(4, 8, 8, 8, 8),
+                           mrd_fft_sizes=(128, 64), mrd_channels=4)
+
+    def forward(self, mel: torch.Tensor, spec: FeatureSpec | None = None) -> torch.Tensor:
+        """(B, n_mels, F) log-mel (made under `spec`, if given) -> (B, F * hop) audio."""
+        return self.generator(self.check_mel(mel, spec))
+
+    def receptive_field(self) -> tuple[int, int]:
+        return self.generator.receptive_field()
+
+    def generator_parameters(self) -> int:
+        """Number of generator parameters (critics excluded)."""
+        return sum(p.numel() for p in self.generator.parameters())
+
+    # -- training -------------------------------------------------------------------------------
+    def example_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"audio": example_audio(self.feature_spec, batch_size, generator)}
+
+    def phases(self) -> list[str]:
+        return ["disc", "gen"] if self.config.discriminators else ["gen"]
+
+    def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.8, 0.9),
+                        weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
+        """AdamW per phase; the Trainer passes its own settings (Vocos: lr 5e-4, betas (0.8, 0.9))."""
+        return gan_optimizers(self, lr, betas, weight_decay)
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"gen/mel": 45.0, "gen/adv/mrd": 0.1, "gen/fm/mrd": 0.1, "disc/adv/mrd": 0.1}
+
+    def training_step(self, batch: dict[str, torch.Tensor], phase: str = "gen") -> dict[str, torch.Tensor]:
+        return gan_training_step(self, self.generator, batch, phase, average=True)

@@ -5,8 +5,12 @@ Errors a user can fix print one line and exit with code 2 (no traceback unless -
 
 from __future__ import annotations
 
-import json
 import os
+
+# Before torch loads (see tests/conftest.py): passive OpenMP waiting keeps a shared CPU usable.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
 import platform
 import sys
 from pathlib import Path
@@ -25,6 +29,9 @@ app.add_typer(models_app, name="models")
 from studio.cli_data import data_app  # noqa: E402
 
 app.add_typer(data_app, name="data")
+from studio.cli_train import train as _train  # noqa: E402
+
+app.command("train")(_train)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -83,8 +83,8 @@ class AdditiveGenerator(Generator):
         envelope = dsp.exp_sigmoid(out[:, h:], max_value=1.0)[..., None]  # (B, E, 1)
         e = envelope.shape[1]
         f0 = dsp.midi_to_hz(cond.pitch).to(latent)[:, None, None].expand(b, e, 1)
-        return dsp.harmonic_synthesis(f0, envelope, distribution[:, None, :].expand(b, e, h),
-                                      self._n_samples(cond), self.sample_rate)
+        dist = dsp.normalize_harmonics(distribution[:, None, :].expand(b, e, h), f0, self.sample_rate)
+        return dsp.harmonic_synthesis(f0, envelope, dist, self._n_samples(cond), self.sample_rate)
 
     def example_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         n = int(self.config.note_seconds * self.sample_rate)

@@ -17,6 +17,7 @@ from synth.module import SynthModule
 #: kind -> "module:Class". Generators first, then vocoders.
 KINDS: dict[str, str] = {
     "additive": "synth.additive:AdditiveGenerator",
+    "ddsp": "synth.ddsp:DDSPGenerator",
     "griffinlim": "vocoders.griffinlim:GriffinLim",
     "hifigan": "vocoders.hifigan:HiFiGAN",
     "istft": "vocoders.istft:ISTFTVocoder",

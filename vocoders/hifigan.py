@@ -32,7 +32,7 @@ from synth.features import FeatureSpec, LogMel
 from vocoders.base import Vocoder
 from vocoders.discriminators import (MPD_CHANNELS, MSD_CHANNELS, MultiPeriodDiscriminator,
                                      MultiScaleDiscriminator)
-from vocoders.losses import adversarial_losses, mel_l1_loss
+from vocoders.losses import adversarial_losses, mel_l1_loss, multi_resolution_stft_loss
 
 LRELU_SLOPE = 0.1
 
@@ -61,6 +61,7 @@ class HiFiGANConfig:
     resblock_kernel_sizes: tuple[int, ...] | None = None
     resblock_dilation_sizes: tuple[tuple[int, ...], ...] | None = None
     discriminators: bool = True
+    stft_loss_weight: float = 0.0  # > 0 adds a multi-resolution STFT loss (helps without critics)
     mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
     mpd_channels: tuple[int, ...] = MPD_CHANNELS
     msd_channels: tuple[int, ...] = MSD_CHANNELS
@@ -230,7 +231,8 @@ class HiFiGAN(Vocoder):
         return gan_optimizers(self, lr, betas, weight_decay)
 
     def loss_weights(self) -> dict[str, float]:
-        return {"gen/mel": 45.0, "gen/fm/mpd": 2.0, "gen/fm/msd": 2.0}
+        return {"gen/mrstft": self.config.stft_loss_weight, "gen/mel": 45.0, "gen/fm/mpd": 2.0,
+                "gen/fm/msd": 2.0}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "gen") -> dict[str, torch.Tensor]:
         return gan_training_step(self, self.generator, batch, phase, average=False)
@@ -275,6 +277,8 @@ def gan_training_step(model: Vocoder, generator: nn.Module, batch: dict[str, tor
         return adversarial_losses(model.discriminators, audio, fake, "disc", average)
     fake = generator(mel).to(audio.dtype)  # autocast may give bf16; STFT losses need fp32
     losses = {"gen/mel": mel_l1_loss(model.log_mel, fake, audio)}
+    if model.config.stft_loss_weight > 0:
+        losses["gen/mrstft"] = multi_resolution_stft_loss(fake, audio)
     if model.config.discriminators:
         losses.update(adversarial_losses(model.discriminators, audio, fake, "gen", average))
     return losses

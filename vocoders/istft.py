@@ -44,6 +44,7 @@ class ISTFTConfig:
     layer_scale_init: float | None = None  # None: 1 / num_layers, as Vocos
     max_log_magnitude: float = math.log(100.0)
     discriminators: bool = True
+    stft_loss_weight: float = 0.0  # > 0 adds a multi-resolution STFT loss (helps without critics)
     mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
     mpd_channels: tuple[int, ...] = MPD_CHANNELS
     mrd_fft_sizes: tuple[int, ...] = (2048, 1024, 512)
@@ -172,7 +173,8 @@ class ISTFTVocoder(Vocoder):
         return gan_optimizers(self, lr, betas, weight_decay)
 
     def loss_weights(self) -> dict[str, float]:
-        return {"gen/mel": 45.0, "gen/adv/mrd": 0.1, "gen/fm/mrd": 0.1, "disc/adv/mrd": 0.1}
+        return {"gen/mrstft": self.config.stft_loss_weight, "gen/mel": 45.0,
+                "gen/adv/mrd": 0.1, "gen/fm/mrd": 0.1, "disc/adv/mrd": 0.1}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "gen") -> dict[str, torch.Tensor]:
         return gan_training_step(self, self.generator, batch, phase, average=True)

@@ -39,13 +39,16 @@ class NoteDataset(Dataset):
         crop_seconds: random crops of this length (None: whole notes).
         crop_offset: start of the deterministic crop used by plain `__getitem__`.
         augment: optional `Augment`.
+        families: keep only these GM families (None: all).
     """
 
     def __init__(self, corpus: Corpus | str, split: str | None = "train",
                  instrument_split: str | None = None, crop_seconds: float | None = None,
-                 crop_offset: float = 0.0, augment: Augment | None = None) -> None:
+                 crop_offset: float = 0.0, augment: Augment | None = None,
+                 families: list[str] | None = None) -> None:
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
-        self.indices = self.corpus.select(split=split, instrument_split=instrument_split)
+        self.indices = self.corpus.select(split=split, instrument_split=instrument_split,
+                                          families=families)
         if not self.indices:
             raise CorpusError(f"{self.corpus.root}: no notes in split={split} "
                               f"instrument_split={instrument_split}")

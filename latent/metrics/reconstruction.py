@@ -1,0 +1,74 @@
+"""Reconstruction metrics: how close a re-synthesised sound is to the original.
+
+All take (B, T) audio at one sample rate and return one value per item (B,):
+- `mrstft_distance`: Parallel WaveGAN's multi-resolution STFT distance (spectral convergence +
+  log-magnitude L1, averaged over (512, 1024, 2048)-point resolutions); 0 for identical audio.
+- `mel_l1`: mean |log-mel difference| under a FeatureSpec.
+- `f0_error_cents`: median |cents| between torchcrepe f0 tracks over frames voiced in both
+  (periodicity above a threshold); `voicing_agreement`: fraction of frames with the same
+  voiced/unvoiced decision.
+- `loudness_l1_db`: mean |A-weighted loudness difference| in dB over frames where the original is
+  within 60 dB of its peak (silence on both sides is not counted).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from synth.features import FeatureSpec, LogMel
+from synth.pitch import PitchTrack, f0, loudness
+
+RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
+
+
+def _mag(x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
+    window = torch.hann_window(win, device=x.device, dtype=x.dtype)
+    spec = torch.stft(x, n_fft, hop, win, window=window, return_complex=True)
+    return spec.abs().clamp_min(1e-7)
+
+
+def mrstft_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, T) x2 -> (B,) multi-resolution STFT distance."""
+    n = min(pred.shape[-1], target.shape[-1])
+    pred, target = pred[..., :n], target[..., :n]
+    total = pred.new_zeros(pred.shape[0])
+    for n_fft, hop, win in RESOLUTIONS:
+        p, t = _mag(pred, n_fft, hop, win), _mag(target, n_fft, hop, win)
+        sc = torch.linalg.vector_norm(t - p, dim=(-2, -1)) / torch.linalg.vector_norm(t, dim=(-2, -1))
+        total = total + sc + (t.log() - p.log()).abs().mean((-2, -1))
+    return total / len(RESOLUTIONS)
+
+
+def mel_l1(pred: torch.Tensor, target: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
+    """(B, T) x2 -> (B,) mean absolute log-mel difference."""
+    n = min(pred.shape[-1], target.shape[-1])
+    layer = LogMel(spec)
+    return (layer(pred[..., :n]) - layer(target[..., :n])).abs().mean((-2, -1))
+
+
+def pitch_tracks(audio: torch.Tensor, sample_rate: int, model: str = "tiny") -> PitchTrack:
+    return f0(audio, sample_rate, model=model)
+
+
+def f0_error_cents(pred: PitchTrack, target: PitchTrack, threshold: float = 0.5
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median |cents| over frames voiced in both (NaN where none), and voicing agreement."""
+    n = min(pred.f0_hz.shape[1], target.f0_hz.shape[1])
+    pv, tv = pred.periodicity[:, :n] > threshold, target.periodicity[:, :n] > threshold
+    cents = 1200 * torch.log2(pred.f0_hz[:, :n].clamp_min(1e-3) / target.f0_hz[:, :n].clamp_min(1e-3))
+    both = pv & tv
+    err = torch.stack([cents[i][both[i]].abs().median() if both[i].any() else
+                       torch.tensor(float("nan")) for i in range(cents.shape[0])])
+    return err, (pv == tv).float().mean(1)
+
+
+def loudness_l1_db(pred: torch.Tensor, target: torch.Tensor, sample_rate: int,
+                   range_db: float = 60.0) -> torch.Tensor:
+    """(B, T) x2 -> (B,) mean |loudness difference| (dB) over the original's active frames."""
+    n = min(pred.shape[-1], target.shape[-1])
+    hop = sample_rate // 100
+    lp = loudness(pred[..., :n], sample_rate, hop_length=hop)
+    lt = loudness(target[..., :n], sample_rate, hop_length=hop)
+    active = lt > lt.amax(1, keepdim=True) - range_db
+    diff = (lp - lt).abs() * active
+    return diff.sum(1) / active.sum(1).clamp_min(1)

@@ -1,0 +1,350 @@
+"""`ddsp`: the DDSP autoencoder (Engel et al. 2020) in PyTorch.
+
+Encoder: MFCCs -> GRU -> z per frame; the note's global z is the loudness-weighted mean over its
+active frames (`z_mode="global"`, the default: one timbre code per note, the latent that morphing
+and sample packs move through) or the per-frame z is kept (`z_mode="frames"`).
+Decoder (ddsp's RnnFcDecoder): f0, loudness and z each through an MLP, a GRU, an MLP, then one
+dense layer -> harmonic amplitude, harmonic distribution and noise band magnitudes
+(`get_controls`), rendered by the functional DSP core (`get_signal`): harmonic oscillator bank +
+filtered noise + a trainable FIR reverb. The synthesis runs at any output rate from the
+frame-rate controls, so one model renders at 16, 44.1 or 48 kHz.
+
+Frames: `hop = sample_rate // frame_rate`; audio of T samples (a multiple of hop) has T / hop
+frames, frame k covering samples [k hop, (k + 1) hop).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synth import dsp
+from synth.base import Conditions, ControlSpec, Generator
+from synth.dsp_filters import TrainableReverb, filtered_noise
+from synth.errors import ConfigError
+from synth.features import FeatureSpec, LogMel
+from synth.losses import multiscale_spectral_loss
+from synth.pitch import hz_to_midi, loudness, midi_to_hz
+
+LOUDNESS_FLOOR_DB = -120.0
+
+
+@dataclass
+class DDSPConfig:
+    sample_rate: int = 16000
+    frame_rate: int = 250
+    n_harmonics: int = 60
+    n_noise_bands: int = 65
+    hidden: int = 512
+    latent_dim: int = 16
+    z_mode: str = "global"
+    n_mfcc: int = 30
+    n_mels: int = 128
+    reverb_seconds: float = 1.0
+    note_seconds: float = 4.0
+    loudness_n_fft: int = 1024
+    fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
+    adsr: tuple[float, float, float, float] = (0.01, 0.3, -6.0, 0.3)
+
+    def __post_init__(self) -> None:
+        if self.sample_rate % self.frame_rate:
+            raise ConfigError(f"frame_rate {self.frame_rate} must divide sample_rate {self.sample_rate}")
+        if self.z_mode not in ("global", "frames"):
+            raise ConfigError(f"z_mode must be 'global' or 'frames', got {self.z_mode!r}")
+
+
+def _mlp(n_in: int, hidden: int, layers: int = 3) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.LeakyReLU()]
+    return nn.Sequential(*mods)
+
+
+def _dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
+    """Orthonormal DCT-II, (n_mels, n_mfcc) (as librosa / scipy `dct(norm='ortho')`)."""
+    n = torch.arange(n_mels, dtype=torch.float64)
+    k = torch.arange(n_mfcc, dtype=torch.float64)
+    basis = torch.cos(math.pi / n_mels * (n[:, None] + 0.5) * k[None, :]) * math.sqrt(2.0 / n_mels)
+    basis[:, 0] /= math.sqrt(2.0)
+    return basis.float()
+
+
+class DDSPGenerator(Generator):
+    """Harmonic-plus-noise autoencoder conditioned on f0 and loudness."""
+
+    kind = "ddsp"
+    Config = DDSPConfig
+
+    def __init__(self, config: DDSPConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.hop_length = c.sample_rate // c.frame_rate
+        self.mel = LogMel(FeatureSpec(sample_rate=c.sample_rate, n_fft=1024,
+                                      hop_length=self.hop_length, n_mels=c.n_mels, f_min=20.0,
+                                      f_max=c.sample_rate / 2, log_floor=1e-5, power=2.0))
+        self.register_buffer("dct", _dct_matrix(c.n_mels, c.n_mfcc), persistent=False)
+        self.enc_norm = nn.LayerNorm(c.n_mfcc)
+        self.enc_gru = nn.GRU(c.n_mfcc, c.hidden, batch_first=True)
+        self.enc_out = nn.Linear(c.hidden, c.latent_dim)
+        self.f0_mlp = _mlp(1, c.hidden)
+        self.ld_mlp = _mlp(1, c.hidden)
+        self.z_mlp = _mlp(c.latent_dim, c.hidden)
+        self.dec_gru = nn.GRU(3 * c.hidden, c.hidden, batch_first=True)
+        self.out_mlp = _mlp(4 * c.hidden, c.hidden)
+        self.dense = nn.Linear(c.hidden, 1 + c.n_harmonics + c.n_noise_bands)
+        self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate))
+        # Velocity -> sustain loudness (dB), measured on the corpus by fit_corpus_stats.
+        self.register_buffer("velocity_db", torch.linspace(-50.0, -10.0, 128))
+        self.register_buffer("loudness_range", torch.tensor([-80.0, 0.0]))
+        self.register_buffer("pitch_range", torch.tensor([24.0, 96.0]))
+
+    @property
+    def temporal_latent(self) -> bool:  # type: ignore[override]
+        return self.config.z_mode == "frames"
+
+    @classmethod
+    def debug_config(cls) -> DDSPConfig:
+        return DDSPConfig(sample_rate=8000, frame_rate=125, n_harmonics=8, n_noise_bands=9,
+                          hidden=16, latent_dim=4, n_mfcc=8, n_mels=20, reverb_seconds=0.05,
+                          note_seconds=0.256, loudness_n_fft=256, fft_sizes=(256, 128, 64))
+
+    # -- analysis -----------------------------------------------------------------------------
+    def frames(self, n_samples: int) -> int:
+        return n_samples // self.hop_length
+
+    def analyze_loudness(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T // hop) A-weighted loudness in dB."""
+        ld = loudness(audio, self.sample_rate, hop_length=self.hop_length,
+                      n_fft=self.config.loudness_n_fft)
+        return ld[:, : self.frames(audio.shape[-1])]
+
+    def encode_frames(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio -> (B, frames, D) per-frame z (MFCC -> GRU -> dense)."""
+        mfcc = (self.mel(audio).transpose(1, 2) @ self.dct)[:, : self.frames(audio.shape[-1])]
+        hidden, _ = self.enc_gru(self.enc_norm(mfcc))
+        return self.enc_out(hidden)
+
+    def encode(self, audio: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
+        """(B, T) -> (B, D) global z (loudness-weighted mean of active frames) or (B, D, frames)."""
+        z = self.encode_frames(audio)
+        if self.config.z_mode == "frames":
+            return z.transpose(1, 2)
+        return self._pool(z, self.analyze_loudness(audio))
+
+    @staticmethod
+    def _pool(z: torch.Tensor, ld: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax((ld - ld.amax(1, keepdim=True)) / 10.0, dim=1)  # ~ active frames
+        return (z * weights[..., None]).sum(1)
+
+    # -- synthesis ----------------------------------------------------------------------------
+    def get_controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor,
+                     z: torch.Tensor, controls: dict[str, float] | None = None
+                     ) -> tuple[dsp.HarmonicControls, torch.Tensor]:
+        """Network outputs -> bounded synthesis controls.
+
+        Args:
+            f0_hz, loudness_db: (B, F); z: (B, F, D).
+        Returns:
+            (HarmonicControls with (B, F, 1)/(B, F, H) tensors, noise magnitudes (B, F, M)).
+        """
+        c = self.config
+        f0_in = (hz_to_midi(f0_hz.clamp_min(1.0)) / 127.0)[..., None]
+        ld_in = ((loudness_db - LOUDNESS_FLOOR_DB) / -LOUDNESS_FLOOR_DB)[..., None]
+        x = torch.cat([self.f0_mlp(f0_in), self.ld_mlp(ld_in), self.z_mlp(z)], dim=-1)
+        h, _ = self.dec_gru(x)
+        out = self.dense(self.out_mlp(torch.cat([h, x], dim=-1)))
+        amp, dist, noise = out.split([1, c.n_harmonics, c.n_noise_bands], dim=-1)
+        dist = dist + self._tilt(controls)
+        harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate)
+        mags = dsp.noise_controls(noise)
+        if controls:
+            harm = harm._replace(amplitude=harm.amplitude * 10 ** (controls.get("harmonic_db", 0.0) / 20))
+            mags = mags * 10 ** (controls.get("noise_db", 0.0) / 20)
+        return harm, mags
+
+    def _tilt(self, controls: dict[str, float] | None) -> torch.Tensor | float:
+        """Brightness control: dB per octave added to the harmonic distribution (in log space)."""
+        tilt = (controls or {}).get("brightness", 0.0)
+        if not tilt:
+            return 0.0
+        k = torch.arange(1, self.config.n_harmonics + 1, device=self.dense.weight.device)
+        # exp_sigmoid ~ exp(log(10) * x) for small x: adding y shifts the level by ~20 y dB.
+        return tilt * torch.log2(k.float()) / 20.0
+
+    def get_signal(self, harm: dsp.HarmonicControls, noise_mags: torch.Tensor, n_samples: int,
+                   sample_rate: int | None = None, reverb_mix: float = 1.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Controls -> (B, n_samples) audio at `sample_rate` (default: the model's rate).
+
+        At a higher output rate the harmonics stay limited to the training band (the distribution
+        was only ever trained below the model's Nyquist), and the noise filter covers that band.
+        """
+        sr = sample_rate or self.sample_rate
+        dist = harm.distribution
+        if sr != self.sample_rate:
+            freqs = dsp.harmonic_frequencies(harm.f0_hz, dist.shape[-1])
+            dist = dist * (freqs < self.sample_rate / 2).to(dist.dtype)
+        harmonic = dsp.harmonic_synthesis(harm.f0_hz, harm.amplitude, dist, n_samples, sr)
+        frames = noise_mags.shape[1]
+        padded = math.ceil(n_samples / frames) * frames
+        if sr != self.sample_rate:  # bands cover 0..model Nyquist; zero above it
+            n_bands = max(2, round(noise_mags.shape[-1] * (sr / 2) / (self.sample_rate / 2)))
+            extra = noise_mags.new_zeros(*noise_mags.shape[:2], n_bands - noise_mags.shape[-1])
+            noise_mags = torch.cat([noise_mags, extra], dim=-1)
+        noise = filtered_noise(noise_mags, padded, generator=generator)[:, :n_samples]
+        dry = harmonic + noise
+        wet = self._reverb(dry, sr) - dry
+        return dry + reverb_mix * wet
+
+    def _reverb(self, audio: torch.Tensor, sr: int) -> torch.Tensor:
+        if sr == self.sample_rate:
+            return self.reverb(audio)
+        ir = F.interpolate(self.reverb.ir[None, None], scale_factor=sr / self.sample_rate,
+                           mode="linear", align_corners=False)[0, 0] * (self.sample_rate / sr)
+        from synth.dsp_filters import reverb
+
+        return reverb(audio, ir)
+
+    def synthesize(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, z: torch.Tensor,
+                   n_samples: int | None = None, sample_rate: int | None = None,
+                   controls: dict[str, float] | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        """Frame-rate f0 (B, F), loudness (B, F) and z ((B, D) or (B, F, D)) -> (B, T) audio."""
+        if z.ndim == 2:
+            z = z[:, None, :].expand(-1, f0_hz.shape[1], -1)
+        sr = sample_rate or self.sample_rate
+        n = n_samples or int(round(f0_hz.shape[1] * sr / self.config.frame_rate))
+        harm, mags = self.get_controls(f0_hz, loudness_db, z, controls)
+        mix = (controls or {}).get("reverb_mix", 1.0)
+        return self.get_signal(harm, mags, n, sr, reverb_mix=mix, generator=generator)
+
+    # -- the Generator contract ---------------------------------------------------------------
+    def note_curves(self, cond: Conditions, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 (B, F) and loudness (B, F) for note conditions: constant pitch, and the velocity's
+        sustain loudness shaped by the ADSR envelope (attack, decay, sustain dB, release)."""
+        if cond.f0_hz is not None and cond.loudness_db is not None:
+            return cond.f0_hz[:, :n_frames], cond.loudness_db[:, :n_frames]
+        if cond.pitch is None:
+            raise ConfigError("ddsp needs a pitch (or f0 and loudness curves)")
+        b = cond.pitch.shape[0]
+        device = self.velocity_db.device
+        f0 = cond.f0_hz if cond.f0_hz is not None else \
+            midi_to_hz(cond.pitch.to(device))[:, None].expand(b, n_frames)
+        vel = cond.velocity if cond.velocity is not None else torch.full((b,), 100.0)
+        level = self.velocity_db[vel.to(device).round().long().clamp(0, 127)]
+        env = adsr_db(n_frames, self.config.frame_rate, *self.config.adsr, device=device)
+        ld = cond.loudness_db if cond.loudness_db is not None else \
+            (level[:, None] + env[None]).clamp_min(LOUDNESS_FLOOR_DB)
+        return f0.float(), ld.float()
+
+    def decode(self, latent: torch.Tensor, cond: Conditions,
+               controls: dict[str, float] | None = None, sample_rate: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latent (B, D) or (B, D, F) + conditions -> (B, T) audio."""
+        b = latent.shape[0]
+        cond = cond.expand(b).to(latent.device)
+        if latent.ndim == 3:
+            n_frames = latent.shape[-1]
+            latent = latent.transpose(1, 2)
+        elif cond.f0_hz is not None:
+            n_frames = cond.f0_hz.shape[1]
+        else:
+            seconds = cond.duration if cond.duration is not None else self.config.note_seconds
+            n_frames = max(1, int(round(seconds * self.config.frame_rate)))
+        f0, ld = self.note_curves(cond, n_frames)
+        if generator is None:
+            generator = torch.Generator(device=latent.device).manual_seed(0)
+        return self.synthesize(f0, ld, latent, sample_rate=sample_rate, controls=controls,
+                               generator=generator)
+
+    @property
+    def controls(self) -> list[ControlSpec]:
+        return super().controls + [
+            ControlSpec("harmonic_db", -24.0, 12.0, 0.0, "gain of the harmonic part", "dB"),
+            ControlSpec("noise_db", -24.0, 12.0, 0.0, "gain of the filtered-noise part", "dB"),
+            ControlSpec("brightness", -12.0, 12.0, 0.0,
+                        "tilt of the harmonic distribution", "dB/octave"),
+            ControlSpec("reverb_mix", 0.0, 2.0, 1.0, "level of the learned reverb", "x"),
+        ]
+
+    # -- training -----------------------------------------------------------------------------
+    def example_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        n = int(self.config.note_seconds * self.sample_rate) // self.hop_length * self.hop_length
+        pitch = torch.randint(48, 72, (batch_size,), generator=generator).float()
+        t = torch.arange(n) / self.sample_rate
+        audio = sum(0.2 / k * torch.sin(2 * math.pi * k * midi_to_hz(pitch)[:, None] * t)
+                    for k in (1, 2, 3))
+        audio = audio * torch.exp(-2 * t) + 0.003 * torch.randn(batch_size, n, generator=generator)
+        return {"audio": audio.float(), "pitch": pitch,
+                "velocity": torch.full((batch_size,), 100.0)}
+
+    def training_step(self, batch: dict[str, torch.Tensor], phase: str = "main") -> dict[str, torch.Tensor]:
+        """Resynthesis from manifest f0 (or batch["f0_hz"]) and measured loudness; multi-scale
+        spectral loss (linear + log magnitude)."""
+        audio = batch["audio"]
+        n = self.frames(audio.shape[-1]) * self.hop_length
+        audio = audio[:, :n]
+        n_frames = n // self.hop_length
+        f0 = batch.get("f0_hz")
+        if f0 is None:
+            f0 = midi_to_hz(batch["pitch"])[:, None].expand(-1, n_frames)
+        ld = self.analyze_loudness(audio)
+        z = self.encode_frames(audio)
+        if self.config.z_mode == "global":
+            z = self._pool(z, ld)
+        recon = self.synthesize(f0, ld, z, n_samples=n)
+        sizes = tuple(s for s in self.config.fft_sizes if s <= n)
+        return {"recon/mss": multiscale_spectral_loss(recon, audio, fft_sizes=sizes)}
+
+    @torch.no_grad()
+    def fit_corpus_stats(self, items: list[dict[str, Any]]) -> None:
+        """Velocity -> sustain loudness table, loudness and pitch ranges, from training items."""
+        by_vel: dict[int, list[float]] = {}
+        lows, highs, pitches = [], [], []
+        for item in items:
+            ld = self.analyze_loudness(item["audio"][None])[0]
+            peak = float(ld.max())
+            by_vel.setdefault(int(item["velocity"]), []).append(
+                float(ld[ld > peak - 20].median()) if (ld > peak - 20).any() else peak)
+            lows.append(float(ld.min()))
+            highs.append(peak)
+            pitches.append(float(item["pitch"]))
+        if not by_vel:
+            return
+        vels = sorted(by_vel)
+        levels = [float(torch.tensor(by_vel[v]).median()) for v in vels]
+        table = torch.tensor(levels)
+        grid = torch.arange(128, dtype=torch.float32)
+        self.velocity_db.copy_(_interp(grid, torch.tensor(vels, dtype=torch.float32), table))
+        self.loudness_range.copy_(torch.tensor([float(torch.tensor(lows).quantile(0.01)),
+                                                float(torch.tensor(highs).quantile(0.99))]))
+        self.pitch_range.copy_(torch.tensor([min(pitches), max(pitches)]))
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation with constant extrapolation (numpy.interp)."""
+    if xp.numel() == 1:
+        return fp.expand_as(x).clone()
+    idx = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1)
+    x0, x1, y0, y1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
+    w = ((x - x0) / (x1 - x0)).clamp(0.0, 1.0)
+    return y0 + w * (y1 - y0)
+
+
+def adsr_db(n_frames: int, frame_rate: float, attack: float, decay: float, sustain_db: float,
+            release: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(F,) loudness offset in dB: linear-amplitude attack from silence, exponential decay to
+    `sustain_db`, release over the last `release` seconds (the note's duration includes it)."""
+    t = torch.arange(n_frames, device=device, dtype=torch.float32) / frame_rate
+    total = (n_frames - 1) / frame_rate  # time of the last frame, where the release ends
+    amp_attack = (t / max(attack, 1e-4)).clamp(1e-6, 1.0)
+    env = 20 * torch.log10(amp_attack)
+    env = env + sustain_db * (1 - torch.exp(-(t - attack).clamp_min(0.0) / max(decay / 3, 1e-4)))
+    rel_start = max(total - release, 0.0)
+    rel = ((t - rel_start) / max(release, 1e-4)).clamp(0.0, 1.0)
+    return env + 20 * torch.log10((1 - rel).clamp_min(1e-6))

@@ -1,0 +1,175 @@
+"""The DDSP generator: controls, multi-rate rendering, notes, timbre transfer and MIDI."""
+
+import math
+
+import mido
+import numpy as np
+import pytest
+import torch
+
+from synth.base import Conditions
+from synth.ddsp import DDSPGenerator, adsr_db
+from synth.ddsp_play import MidiNote, TransferOptions, read_midi, render_midi, timbre_transfer
+from synth.errors import ConfigError
+from synth.registry import build
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build("ddsp", debug=True).eval()
+
+
+def centroid(x, sr):
+    spec = np.abs(np.fft.rfft(x.detach().numpy()))
+    freqs = np.fft.rfftfreq(x.numel(), 1 / sr)
+    return float((spec * freqs).sum() / spec.sum())
+
+
+def test_frames_and_latent_shapes(model, gen):
+    audio = model.example_batch(2, gen)["audio"]
+    assert model.encode(audio).shape == (2, model.latent_dim)
+    frames = build("ddsp", {**vars(DDSPGenerator.debug_config()), "z_mode": "frames"})
+    z = frames.encode(audio)
+    assert z.shape == (2, model.latent_dim, audio.shape[-1] // frames.hop_length)
+    assert frames.decode(z, Conditions.note([60, 62])).shape == (2, audio.shape[-1] // frames.hop_length * frames.hop_length)
+
+
+def test_render_at_several_rates_keeps_the_band(model):
+    z = torch.zeros(1, model.latent_dim)
+    cond = Conditions.note(69, 100, duration=0.5)
+    lengths = {}
+    for sr in (8000, 22050, 48000):
+        y = model.decode(z, cond, sample_rate=sr)[0]
+        lengths[sr] = y.numel()
+        assert abs(y.numel() - 0.5 * sr) <= sr / model.config.frame_rate
+        if sr > model.sample_rate:
+            spec = np.abs(np.fft.rfft(y.detach().numpy())) ** 2
+            freqs = np.fft.rfftfreq(y.numel(), 1 / sr)
+            above = spec[freqs > model.sample_rate / 2 * 1.05].sum() / spec.sum()
+            assert above < 0.02, f"{above:.3f} of the energy above the model's band at {sr} Hz"
+    assert lengths[48000] > lengths[22050] > lengths[8000]
+
+
+def test_brightness_control_raises_centroid(model):
+    z = torch.zeros(1, model.latent_dim)
+    cond = Conditions.note(57, 100, duration=0.5)
+    values = [centroid(model.decode(z, cond, controls={"brightness": b, "noise_db": -60})[0],
+                       model.sample_rate) for b in (-12, 0, 12)]
+    assert values[0] < values[1] < values[2]
+
+
+def test_harmonic_and_noise_gains(model):
+    z = torch.zeros(1, model.latent_dim)
+    cond = Conditions.note(60, 100, duration=0.5)
+    base = model.decode(z, cond, controls={"reverb_mix": 0.0})[0].detach().pow(2).mean()
+    quiet = model.decode(z, cond, controls={"reverb_mix": 0.0, "harmonic_db": -24,
+                                            "noise_db": -24})[0].detach().pow(2).mean()
+    assert 10 * math.log10(float(base / quiet)) == pytest.approx(24.0, abs=0.5)
+
+
+def test_adsr_envelope_shape():
+    env = adsr_db(100, 100, attack=0.05, decay=0.2, sustain_db=-6, release=0.2)
+    assert env[0] < -60 and env[5] == pytest.approx(0.0, abs=0.5)
+    assert env[60] == pytest.approx(-6.0, abs=0.5)
+    assert env[-1] < -60 and torch.all(env[80:].diff() <= 0)
+
+
+def test_note_needs_pitch(model):
+    with pytest.raises(ConfigError, match="pitch"):
+        model.decode(torch.zeros(1, model.latent_dim), Conditions(velocity=torch.tensor([100.0])))
+
+
+def test_velocity_table_from_corpus_items(model):
+    m = build("ddsp", debug=True)
+    n = m.sample_rate // 2
+    t = torch.arange(n) / m.sample_rate
+    items = [{"audio": g * torch.sin(2 * math.pi * 220 * t), "velocity": torch.tensor(v),
+              "pitch": torch.tensor(57.0)} for g, v in ((0.05, 30.0), (0.2, 80.0), (0.8, 120.0))]
+    m.fit_corpus_stats(items)
+    table = m.velocity_db
+    assert table[30] < table[80] < table[120]
+    assert float(table[120] - table[30]) == pytest.approx(20 * math.log10(16), abs=1.0)
+
+
+def trained_tiny(steps=120):
+    """A debug DDSP model fitted to one harmonic tone (a few seconds on a CPU)."""
+    torch.manual_seed(0)
+    m = build("ddsp", debug=True)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    batch = m.example_batch(4, torch.Generator().manual_seed(1))
+    first = None
+    for _ in range(steps):
+        loss = m.training_step(batch)["recon/mss"]
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval(), first, float(loss)
+
+
+def test_training_reduces_the_spectral_loss():
+    _, first, last = trained_tiny()
+    assert last < 0.6 * first
+
+
+def test_timbre_transfer_and_options(model):
+    sr = model.sample_rate
+    t = torch.arange(sr) / sr
+    f = 220 * 2 ** (torch.floor(t * 4) / 12)  # four steps up a semitone
+    phase = 2 * math.pi * torch.cumsum(f, 0) / sr
+    audio = 0.3 * torch.sin(phase) + 0.1 * torch.sin(2 * phase)
+    out = timbre_transfer(model, audio, options=TransferOptions(auto_adjust=False))
+    assert out.shape[0] == audio.numel() // model.hop_length * model.hop_length
+    assert torch.isfinite(out).all()
+    hi = timbre_transfer(model, audio, options=TransferOptions(auto_adjust=False, octave_shift=1),
+                         controls={"noise_db": -60, "reverb_mix": 0})
+    lo = timbre_transfer(model, audio, options=TransferOptions(auto_adjust=False),
+                         controls={"noise_db": -60, "reverb_mix": 0})
+    assert centroid(hi, sr) > 1.5 * centroid(lo, sr)
+
+
+def write_midi(path, notes, tempo=500000):
+    mid = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=tempo))
+    events = []
+    for pitch, vel, start, end in notes:
+        events.append((start, mido.Message("note_on", note=pitch, velocity=vel)))
+        events.append((end, mido.Message("note_off", note=pitch, velocity=0)))
+    now = 0
+    for tick, msg in sorted(events, key=lambda e: e[0]):
+        msg.time = tick - now
+        now = tick
+        track.append(msg)
+    mid.save(path)
+
+
+def test_midi_rendering_overlaps_and_no_clicks(model, tmp_path):
+    path = tmp_path / "line.mid"
+    # two overlapping notes then a third: ticks at 480 per beat, 0.5 s per beat
+    write_midi(path, [(60, 100, 0, 480), (64, 90, 240, 720), (67, 80, 960, 1200)])
+    notes = read_midi(path)
+    assert [n.pitch for n in notes] == [60, 64, 67]
+    assert notes[1].start == pytest.approx(0.25) and notes[0].end == pytest.approx(0.5)
+    audio = render_midi(model, notes)
+    sr = model.sample_rate
+    assert audio.numel() >= int(1.25 * sr)
+    # No click: the largest sample-to-sample step stays within what the rendered sound itself
+    # does mid-note (a click at a voice boundary would be a step of the order of the peak).
+    steps = audio.diff().abs()
+    boundaries = [int(n.start * sr) for n in notes] + [int(n.end * sr) for n in notes]
+    near = torch.cat([steps[max(0, b - 32):b + 32] for b in boundaries])
+    assert float(near.max()) <= 1.5 * float(steps.quantile(0.999)) + 1e-4
+
+
+def test_empty_midi_is_refused(tmp_path):
+    path = tmp_path / "empty.mid"
+    write_midi(path, [])
+    with pytest.raises(ConfigError, match="no notes"):
+        read_midi(path)
+    bad = tmp_path / "bad.mid"
+    bad.write_text("not midi")
+    with pytest.raises(ConfigError, match="unreadable MIDI"):
+        read_midi(bad)

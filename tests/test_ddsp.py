@@ -173,3 +173,47 @@ def test_empty_midi_is_refused(tmp_path):
     bad.write_text("not midi")
     with pytest.raises(ConfigError, match="unreadable MIDI"):
         read_midi(bad)
+
+
+def no_clicks(audio, boundaries, sr, factor=1.5):
+    """A click is a sample-to-sample jump near a boundary larger than the sound's own steepest
+    steps elsewhere: compare the largest jump within 2 ms of a boundary with the 99.9th
+    percentile of all jumps (a smooth sound's steepest steps are set by its pitch and level)."""
+    steps = audio.diff().abs()
+    w = int(0.002 * sr)
+    near = torch.cat([steps[max(0, b - w):b + w] for b in boundaries if b < steps.numel()])
+    return float(near.max()) <= factor * float(steps.quantile(0.999)) + 1e-4
+
+
+def test_timbre_transfer_of_espeak_speech(model, tmp_path):
+    import shutil
+    import subprocess
+
+    from synth.audio import load
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is installed by make setup")
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "synthesis studio speaks"], check=True)
+    speech = load(wav, model.sample_rate)
+    out = timbre_transfer(model, speech)
+    assert out.numel() == speech.numel() // model.hop_length * model.hop_length
+    assert torch.isfinite(out).all() and float(out.abs().max()) > 0
+    frames = range(0, out.numel(), model.hop_length * 10)
+    assert no_clicks(out.detach(), list(frames), model.sample_rate, factor=3.0)
+
+
+def test_timbre_transfer_of_a_midi_melody_rendered_by_fluidsynth(model):
+    from synth.data.soundfont import FloatSynth
+
+    sr = model.sample_rate
+    synth = FloatSynth("/usr/share/sounds/sf2/TimGM6mb.sf2", sr, 0.9)
+    synth.select(0, 73)  # flute
+    melody = [60, 62, 64, 65, 67]
+    note = int(0.25 * sr)
+    audio = np.concatenate([synth.note(p, 100, note, note) for p in melody])
+    synth.close()
+    out = timbre_transfer(model, torch.from_numpy(audio), options=TransferOptions(quiet_db=50))
+    boundaries = [i * note for i in range(1, len(melody))]
+    assert torch.isfinite(out).all()
+    assert no_clicks(out.detach(), boundaries, sr)

@@ -32,6 +32,9 @@ app.add_typer(data_app, name="data")
 from studio.cli_train import train as _train  # noqa: E402
 
 app.command("train")(_train)
+from studio.cli_render import render as _render  # noqa: E402
+
+app.command("render")(_render)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -14,19 +14,20 @@ from synth.errors import SynthStudioError
 from synth.registry import build
 
 ARPEGGIO = (48, 52, 55, 60, 64, 67, 72)
+DEFAULT_MODEL = "ddsp-gm"
 
 
 def render_demo(out: str | Path, model: str | None = None, seed: int = 0,
                 device: str = "auto", note_seconds: float = 0.6) -> tuple[Path, float]:
-    """Render `ARPEGGIO` note by note from `model` (a checkpoint name/path, or the reference
-    additive generator) and write a 16-bit WAV. Returns (path, seconds)."""
-    dev = resolve_device(device)
-    if model is None:
-        gen = build("additive")
-    else:
-        from studio.catalog import resolve_model
+    """Render `ARPEGGIO` note by note from `model` (a checkpoint name/path; default: the bundled
+    DDSP model, or the untrained reference additive generator when none is bundled) and write a
+    16-bit WAV. Returns (path, seconds)."""
+    from studio.catalog import BUNDLED_DIR, resolve_model
 
-        gen = load_model(resolve_model(model))
+    dev = resolve_device(device)
+    if model is None and (BUNDLED_DIR / f"{DEFAULT_MODEL}.safetensors").exists():
+        model = DEFAULT_MODEL
+    gen = build("additive") if model is None else load_model(resolve_model(model))
     if not isinstance(gen, Generator):
         raise SynthStudioError(f"{model} is a {gen.kind} vocoder, not a generator")
     gen = gen.to(dev).eval()

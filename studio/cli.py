@@ -120,6 +120,21 @@ def models_show(model: str = typer.Argument(..., help="Model name or checkpoint 
 
 
 @app.command()
+def mel(audio: Path = typer.Argument(..., help="Audio file to analyse."),
+        out: Path = typer.Option(..., help="Output .npy (a .json FeatureSpec sidecar is written "
+                                 "beside it)."),
+        sample_rate: int = typer.Option(16000), n_fft: int = typer.Option(1024),
+        hop_length: int = typer.Option(256), n_mels: int = typer.Option(80)) -> None:
+    """Analyse audio into a log-mel file for `render --mel`."""
+    from synth.features import FeatureSpec
+    from studio.vocode import write_mel
+
+    spec = FeatureSpec(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                       f_max=sample_rate / 2)
+    console.print(f"wrote {write_mel(audio, out, spec)} under {spec}")
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("out/demo.wav"), help="Where to write the demo WAV."),
          model: Optional[str] = typer.Option(None, help="Checkpoint name or path (default: the "
                                              "reference additive generator).")) -> None:

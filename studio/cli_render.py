@@ -27,10 +27,20 @@ def render(
     bit_depth: int = typer.Option(24, help="16, 24 or 32 (float)."),
     octave_shift: int = typer.Option(0), loudness_shift: float = typer.Option(0.0),
     from_manifest: Optional[Path] = typer.Option(None, help="Re-render a manifest."),
+    mel: Optional[Path] = typer.Option(None, help="Log-mel .npy (with its .json FeatureSpec) "
+                                       "to vocode."),
+    vocoder: str = typer.Option("griffinlim", help="Vocoder for --mel: checkpoint or griffinlim."),
 ) -> None:
-    """Render a note, a recording (timbre transfer) or a MIDI file; writes OUT and OUT.json."""
+    """Render a note, a recording (timbre transfer), a MIDI file, or vocode a mel; writes OUT
+    (and OUT.json for generator renders)."""
     from studio.render import RenderRequest, render as do_render, render_from_manifest
 
+    if mel is not None:
+        from studio.vocode import vocode_file
+
+        path, seconds = vocode_file(mel, vocoder, out, bit_depth)
+        console.print(f"wrote {path} ({seconds:.2f} s) with {vocoder}")
+        return
     if from_manifest is not None:
         manifest = render_from_manifest(from_manifest, str(out) if out != Path("out/render.wav") else None)
     else:

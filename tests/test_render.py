@@ -94,3 +94,30 @@ def test_cli_renders_a_note(model_path, tmp_path):
               "--out", str(tmp_path / "n.wav"))
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "n.wav").exists() and (tmp_path / "n.wav.json").exists()
+
+
+def test_mel_roundtrip_through_griffinlim_and_bad_mels(tmp_path):
+    t = np.arange(16000) / 16000
+    sf.write(tmp_path / "tone.wav", 0.4 * np.sin(2 * np.pi * 440 * t), 16000)
+    mel_cmd = [sys.executable, "-m", "studio.cli", "mel", str(tmp_path / "tone.wav"),
+               "--out", str(tmp_path / "tone.npy")]
+    assert subprocess.run(mel_cmd, capture_output=True, timeout=120).returncode == 0
+    res = cli("--mel", str(tmp_path / "tone.npy"), "--vocoder", "griffinlim",
+              "--out", str(tmp_path / "gl.wav"))
+    assert res.returncode == 0, res.stderr
+    audio, sr = sf.read(tmp_path / "gl.wav")
+    peak = np.abs(np.fft.rfft(audio)).argmax() * sr / len(audio)
+    assert sr == 16000 and abs(peak - 440) < 5
+    mel = np.load(tmp_path / "tone.npy")
+    np.save(tmp_path / "short.npy", mel[:40])
+    (tmp_path / "short.json").write_text((tmp_path / "tone.json").read_text())
+    np.save(tmp_path / "nospec.npy", mel)
+    bad = mel.copy()
+    bad[0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    (tmp_path / "nan.json").write_text((tmp_path / "tone.json").read_text())
+    for name, needle in (("short", "shape"), ("nospec", "sidecar"), ("nan", "NaN"),
+                         ("missing", "not found")):
+        res = cli("--mel", str(tmp_path / f"{name}.npy"), "--out", str(tmp_path / "o.wav"))
+        assert res.returncode == 2 and needle in res.stderr, (name, res.stderr)
+        assert not (tmp_path / "o.wav").exists()

@@ -16,7 +16,8 @@ console = Console()
 
 def render(
     model: str = typer.Option("ddsp-gm", help="Model name or checkpoint path."),
-    out: Path = typer.Option(Path("out/render.wav"), help="Output WAV."),
+    out: Optional[Path] = typer.Option(None, help="Output WAV (default out/render.wav; with "
+                                       "--from-manifest: the manifest's own path)."),
     audio: Optional[Path] = typer.Option(None, help="Recording to re-play (timbre transfer)."),
     midi: Optional[Path] = typer.Option(None, help="MIDI file to render."),
     pitch: Optional[float] = typer.Option(None, help="MIDI pitch of a single note."),
@@ -38,11 +39,12 @@ def render(
     if mel is not None:
         from studio.vocode import vocode_file
 
+        out = out or Path("out/render.wav")
         path, seconds = vocode_file(mel, vocoder, out, bit_depth)
         console.print(f"wrote {path} ({seconds:.2f} s) with {vocoder}")
         return
     if from_manifest is not None:
-        manifest = render_from_manifest(from_manifest, str(out) if out != Path("out/render.wav") else None)
+        manifest = render_from_manifest(from_manifest, str(out) if out is not None else None)
     else:
         controls = {}
         for item in control:
@@ -59,7 +61,8 @@ def render(
                 z = json.loads(latent.read_text())
             except (OSError, json.JSONDecodeError) as err:
                 raise ConfigError(f"unreadable latent file {latent}: {err}") from None
-        req = RenderRequest(model=model, out=str(out), audio=str(audio) if audio else None,
+        req = RenderRequest(model=model, out=str(out or Path("out/render.wav")),
+                            audio=str(audio) if audio else None,
                             midi=str(midi) if midi else None, pitch=pitch, velocity=velocity,
                             duration=duration, latent=z, controls=controls, seed=seed,
                             sample_rate=sample_rate, bit_depth=bit_depth,

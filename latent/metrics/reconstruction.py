@@ -17,14 +17,9 @@ import torch
 
 from synth.features import FeatureSpec, LogMel
 from synth.pitch import PitchTrack, f0, loudness
+from vocoders.losses import stft_magnitude
 
 RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
-
-
-def _mag(x: torch.Tensor, n_fft: int, hop: int, win: int) -> torch.Tensor:
-    window = torch.hann_window(win, device=x.device, dtype=x.dtype)
-    spec = torch.stft(x, n_fft, hop, win, window=window, return_complex=True)
-    return spec.abs().clamp_min(1e-7)
 
 
 def mrstft_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -33,7 +28,7 @@ def mrstft_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred, target = pred[..., :n], target[..., :n]
     total = pred.new_zeros(pred.shape[0])
     for n_fft, hop, win in RESOLUTIONS:
-        p, t = _mag(pred, n_fft, hop, win), _mag(target, n_fft, hop, win)
+        p, t = stft_magnitude(pred, n_fft, hop, win), stft_magnitude(target, n_fft, hop, win)
         sc = torch.linalg.vector_norm(t - p, dim=(-2, -1)) / torch.linalg.vector_norm(t, dim=(-2, -1))
         total = total + sc + (t.log() - p.log()).abs().mean((-2, -1))
     return total / len(RESOLUTIONS)

@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.synthstudio-installed
-APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont espeak-ng sox libsndfile1
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont espeak-ng sox libsndfile1 chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup apt venv test demo clean

@@ -68,7 +68,7 @@ def info() -> None:
     from synth import __version__
     from synth.device import resolve_device
     from synth.registry import family, kinds
-    from studio.catalog import list_models
+    from synth.catalog import list_models
 
     dev = resolve_device(state.device)
     table = Table(show_header=False, box=None)
@@ -90,7 +90,7 @@ def info() -> None:
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Bundled and user checkpoints with kind, sample rate and training steps."""
-    from studio.catalog import list_models, user_dir
+    from synth.catalog import list_models, user_dir
 
     entries = list_models()
     if as_json:
@@ -114,7 +114,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Machine-read
 def models_show(model: str = typer.Argument(..., help="Model name or checkpoint path.")) -> None:
     """Print a checkpoint's metadata as JSON (weights are not loaded)."""
     from synth.checkpoint import read_metadata
-    from studio.catalog import resolve_model
+    from synth.catalog import resolve_model
 
     print(json.dumps(read_metadata(resolve_model(model)), indent=2))
 

@@ -22,7 +22,7 @@ def render_demo(out: str | Path, model: str | None = None, seed: int = 0,
     """Render `ARPEGGIO` note by note from `model` (a checkpoint name/path; default: the bundled
     DDSP model, or the untrained reference additive generator when none is bundled) and write a
     16-bit WAV. Returns (path, seconds)."""
-    from studio.catalog import BUNDLED_DIR, resolve_model
+    from synth.catalog import BUNDLED_DIR, resolve_model
 
     dev = resolve_device(device)
     if model is None and (BUNDLED_DIR / f"{DEFAULT_MODEL}.safetensors").exists():

@@ -53,7 +53,7 @@ class RenderRequest:
 
 
 def load_generator(name: str) -> tuple[Generator, Path]:
-    from studio.catalog import resolve_model
+    from synth.catalog import resolve_model
 
     path = resolve_model(name)
     model = load_model(path)

@@ -70,7 +70,7 @@ def read_mel(path: str | Path) -> tuple[torch.Tensor, FeatureSpec]:
 def load_vocoder(name: str, spec: FeatureSpec) -> Vocoder:
     if name == "griffinlim":
         return build("griffinlim", {"feature_spec": spec.to_dict()}).eval()
-    from studio.catalog import resolve_model
+    from synth.catalog import resolve_model
 
     model = load_model(resolve_model(name))
     if not isinstance(model, Vocoder):

@@ -2,7 +2,8 @@
 
 Bundled checkpoints are package data under `studio/models/`; user checkpoints live in
 `$SYNTHSTUDIO_MODELS` (default `~/.local/share/synthstudio/models`). A model is named by its file
-stem ("ddsp-gm") or by a path.
+stem ("ddsp-gm") or by a path. The lookup lives in `synth` (not `studio`) because mel-domain
+generators resolve the vocoder named in their config through it; it only reads files there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from synth.checkpoint import read_metadata
 from synth.errors import CheckpointError, SynthStudioError
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "studio" / "models"
 
 
 def user_dir() -> Path:
@@ -61,3 +62,10 @@ def resolve_model(name_or_path: str) -> Path:
             return entry.path
     names = ", ".join(e.name for e in list_models()) or "none installed"
     raise SynthStudioError(f"unknown model {name_or_path!r} (available: {names})")
+
+
+def load_named(name_or_path: str):
+    """Load a model by catalog name or path (`synth.checkpoint.load_model`), in eval mode."""
+    from synth.checkpoint import load_model
+
+    return load_model(resolve_model(name_or_path)).eval()

@@ -2,7 +2,8 @@
 
 All take (B, T) audio at one sample rate and return one value per item (B,):
 - `mrstft_distance`: Parallel WaveGAN's multi-resolution STFT distance (spectral convergence +
-  log-magnitude L1, averaged over (512, 1024, 2048)-point resolutions); 0 for identical audio.
+  log-magnitude L1, averaged over (512, 1024, 2048)-point resolutions), the log term over the
+  80 dB below the target's peak; 0 for identical audio.
 - `mel_l1`: mean |log-mel difference| under a FeatureSpec.
 - `f0_error_cents`: median |cents| between torchcrepe f0 tracks over frames voiced in both
   (periodicity above a threshold); `voicing_agreement`: fraction of frames with the same
@@ -22,15 +23,23 @@ from vocoders.losses import stft_magnitude
 RESOLUTIONS = ((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))
 
 
-def mrstft_distance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(B, T) x2 -> (B,) multi-resolution STFT distance."""
+def mrstft_distance(pred: torch.Tensor, target: torch.Tensor, range_db: float = 80.0) -> torch.Tensor:
+    """(B, T) x2 -> (B,) multi-resolution STFT distance.
+
+    Both magnitudes are floored at `range_db` below the target's peak bin (per item and
+    resolution) before the log term: corpus notes end in digital silence, and without a floor
+    the log term would be dominated by differences 100+ dB down (Griffin-Lim's -120 dB noise vs
+    exact zeros) that no one can hear.
+    """
     n = min(pred.shape[-1], target.shape[-1])
     pred, target = pred[..., :n], target[..., :n]
     total = pred.new_zeros(pred.shape[0])
     for n_fft, hop, win in RESOLUTIONS:
         p, t = stft_magnitude(pred, n_fft, hop, win), stft_magnitude(target, n_fft, hop, win)
         sc = torch.linalg.vector_norm(t - p, dim=(-2, -1)) / torch.linalg.vector_norm(t, dim=(-2, -1))
-        total = total + sc + (t.log() - p.log()).abs().mean((-2, -1))
+        floor = t.amax(dim=(-2, -1), keepdim=True) * 10.0 ** (-range_db / 20.0)
+        log_l1 = (torch.maximum(t, floor).log() - torch.maximum(p, floor).log()).abs()
+        total = total + sc + log_l1.mean((-2, -1))
     return total / len(RESOLUTIONS)
 
 

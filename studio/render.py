@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from synth import __version__
-from synth.audio import load, resample, save
+from synth.audio import load, save
 from synth.base import Conditions, Generator
 from synth.checkpoint import file_hash, load_model
 from synth.errors import ConfigError, SynthStudioError
@@ -73,41 +73,40 @@ def _latent(model: Generator, req: RenderRequest) -> torch.Tensor:
 
 @torch.no_grad()
 def render_audio(model: Generator, req: RenderRequest) -> tuple[torch.Tensor, int]:
-    """(T,) audio and its sample rate for a request."""
-    torch.manual_seed(req.seed)
+    """(T,) audio and its sample rate for a request, through the Generator contract."""
     sr = req.sample_rate or model.sample_rate
     z = _latent(model, req)
     kind = req.source()
-    from synth.ddsp import DDSPGenerator
-
     if kind == "pitch":
         cond = Conditions.note(req.pitch, req.velocity, duration=req.duration)
-        if isinstance(model, DDSPGenerator):
-            gen = torch.Generator().manual_seed(req.seed)
-            return model.decode(z, cond, controls=req.controls, sample_rate=sr, generator=gen)[0], sr
-        return _at_rate(model.decode(z, cond)[0], model.sample_rate, sr), sr
+        return model.render(z, cond, sample_rate=sr, controls=req.controls, seed=req.seed)[0], sr
     if kind == "midi":
-        from synth.ddsp_play import read_midi, render_midi
+        from synth.play import read_midi, render_midi
 
         notes = read_midi(req.midi)
-        if not isinstance(model, DDSPGenerator):
-            raise ConfigError(f"MIDI rendering needs a pitch-conditioned model; {model.kind} "
-                              "support comes with its issue")
         return render_midi(model, notes, z, sample_rate=sr, controls=req.controls, seed=req.seed), sr
     audio = load(req.audio, model.sample_rate)
-    if isinstance(model, DDSPGenerator):
+    from synth.ddsp import DDSPGenerator
+
+    if isinstance(model, DDSPGenerator):  # timbre transfer: f0 and loudness from the recording
         from synth.ddsp_play import TransferOptions, timbre_transfer
 
         opts = TransferOptions(octave_shift=req.octave_shift, loudness_shift=req.loudness_shift)
         return timbre_transfer(model, audio, z if req.latent is not None else None, opts,
                                sample_rate=sr, controls=req.controls), sr
+    # autoencoders: encode, then decode the recording's own latent
     cond = Conditions(duration=audio.numel() / model.sample_rate)
-    out = model.decode(model.encode(audio[None], cond), cond)[0]
-    return _at_rate(out, model.sample_rate, sr), sr
+    if getattr(model, "needs_pitch", False):
+        from synth.pitch import f0, hz_to_midi
 
-
-def _at_rate(audio: torch.Tensor, sr: int, target: int) -> torch.Tensor:
-    return audio if sr == target else resample(audio, sr, target)
+        track = f0(audio[None], model.sample_rate)
+        voiced = track.f0_hz[0][track.periodicity[0] > 0.5]
+        if voiced.numel() == 0:
+            raise SynthStudioError(f"{req.audio}: no pitch found to condition {model.kind} on")
+        cond = Conditions.note(float(hz_to_midi(voiced.median()).round()), req.velocity,
+                               duration=cond.duration)
+    return model.render(model.encode(audio[None], cond), cond, sample_rate=sr,
+                        controls=req.controls, seed=req.seed)[0], sr
 
 
 def render(req: RenderRequest) -> dict[str, Any]:

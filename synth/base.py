@@ -163,6 +163,10 @@ class Generator(SynthModule):
 
     #: True when `encode` returns (B, D, frames) rather than (B, D).
     temporal_latent: bool = False
+    #: Seconds a played note sounds after its key is released (MIDI rendering adds this).
+    release_seconds: float = 0.3
+    #: Longest `cond.duration` the model can make (None: any length).
+    max_duration: float | None = None
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -194,6 +198,50 @@ class Generator(SynthModule):
         scaled by `temperature`; item i depends only on (seed, i)."""
         eps = seeded_normal(seed, n, (self.latent_dim,)).to(self.latent_mean.device)
         return self.from_pca(eps * float(temperature))
+
+    @torch.no_grad()
+    def render(self, latent: torch.Tensor, cond: Conditions, *, sample_rate: int | None = None,
+               controls: dict[str, float] | None = None, seed: int = 0) -> torch.Tensor:
+        """The playing entry point: latent + conditions -> (B, T) audio at `sample_rate`.
+
+        `controls` are the model's non-latent ControlSpecs by name (an unknown name is an
+        error); all randomness comes from `seed`, so a render is reproducible on a device. This
+        default decodes at the model's rate under a forked, seeded RNG and resamples (soxr);
+        models that synthesise at any rate (DDSP) override it.
+        """
+        if controls:
+            self.check_controls(controls)
+            latent = self.apply_controls(latent, controls)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            audio = self.decode(latent, cond)
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            from synth.audio import resample
+
+            audio = resample(audio, self.sample_rate, int(sample_rate))
+        return audio
+
+    def check_controls(self, controls: dict[str, float]) -> None:
+        """Raise a ConfigError naming any control this model does not have."""
+        known = {c.name for c in self.controls}
+        unknown = sorted(set(controls) - known)
+        if unknown:
+            raise ConfigError(f"{self.kind} has no control(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(sorted(known)) or 'none'}")
+
+    def apply_controls(self, latent: torch.Tensor, controls: dict[str, float]) -> torch.Tensor:
+        """Apply named controls to a latent. Default: "pcK" controls set PCA coordinate K."""
+        pcs = {k: v for k, v in controls.items() if k.startswith("pc") and k[2:].isdigit()}
+        if not pcs:
+            return latent
+        coords = self.to_pca(latent).clone()
+        for name, value in pcs.items():
+            k = int(name[2:]) - 1
+            if latent.ndim == 3:
+                coords[:, k, :] = float(value)
+            else:
+                coords[:, k] = float(value)
+        return self.from_pca(coords)
 
     @torch.no_grad()
     def sample(self, n: int, cond: Conditions, seed: int = 0,

@@ -263,6 +263,23 @@ class DDSPGenerator(Generator):
                                generator=generator)
 
     @property
+    def release_seconds(self) -> float:  # type: ignore[override]
+        return float(self.config.adsr[3])
+
+    @torch.no_grad()
+    def render(self, latent: torch.Tensor, cond: Conditions, *, sample_rate: int | None = None,
+               controls: dict[str, float] | None = None, seed: int = 0) -> torch.Tensor:
+        """`Generator.render` natively at any rate: the synthesis runs at `sample_rate` from the
+        frame-rate controls; the noise comes from a generator seeded with `seed`."""
+        controls = dict(controls or {})
+        self.check_controls(controls)
+        latent = self.apply_controls(latent, controls)
+        synth_controls = {k: v for k, v in controls.items() if not k.startswith("pc")}
+        gen = torch.Generator(device=latent.device).manual_seed(int(seed))
+        return self.decode(latent, cond, controls=synth_controls or None,
+                           sample_rate=sample_rate, generator=gen)
+
+    @property
     def controls(self) -> list[ControlSpec]:
         return super().controls + [
             ControlSpec("harmonic_db", -24.0, 12.0, 0.0, "gain of the harmonic part", "dB"),

@@ -35,6 +35,12 @@ app.command("train")(_train)
 from studio.cli_render import render as _render  # noqa: E402
 
 app.command("render")(_render)
+from studio.cli_eval import eval_command as _eval  # noqa: E402
+
+app.command("eval")(_eval)
+from studio.cli_pack import pack as _pack  # noqa: E402
+
+app.command("pack")(_pack)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -80,6 +86,7 @@ def info() -> None:
         ("threads", str(torch.get_num_threads())),
         ("generators", ", ".join(k for k in kinds() if family(k) == "generator") or "-"),
         ("vocoders", ", ".join(k for k in kinds() if family(k) == "vocoder") or "-"),
+        ("analyzers", ", ".join(k for k in kinds() if family(k) == "analyzer") or "-"),
         ("bundled models", ", ".join(e.name for e in list_models() if e.source == "bundled") or "-"),
     ]
     for key, value in rows:

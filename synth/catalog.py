@@ -2,7 +2,9 @@
 
 Bundled checkpoints are package data under `studio/models/`; user checkpoints live in
 `$SYNTHSTUDIO_MODELS` (default `~/.local/share/synthstudio/models`). A model is named by its file
-stem ("ddsp-gm") or by a path. The lookup lives in `synth` (not `studio`) because mel-domain
+stem ("ddsp-gm") or by a path. Companion files of a model share its stem plus a dotted suffix
+(`ddsp-gm.text.safetensors`: the text mapper, `ddsp-gm.directions.json`: semantic directions) and
+are not listed as models. The lookup lives in `synth` (not `studio`) because mel-domain
 generators resolve the vocoder named in their config through it; it only reads files there.
 """
 
@@ -43,6 +45,8 @@ def list_models() -> list[ModelEntry]:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.safetensors")):
+            if "." in path.stem:  # a companion of a model ("ddsp-gm.text"), not a model
+                continue
             try:
                 out.append(ModelEntry(path.stem, path, source, read_metadata(path)))
             except CheckpointError as err:

@@ -18,9 +18,12 @@ from synth.module import SynthModule
 KINDS: dict[str, str] = {
     "additive": "synth.additive:AdditiveGenerator",
     "ddsp": "synth.ddsp:DDSPGenerator",
+    "vae": "synth.vae:VAEGenerator",
+    "vqvae": "synth.vqvae:VQVAEGenerator",
     "griffinlim": "vocoders.griffinlim:GriffinLim",
     "hifigan": "vocoders.hifigan:HiFiGAN",
     "istft": "vocoders.istft:ISTFTVocoder",
+    "classifier": "latent.metrics.classifier:NoteClassifier",
 }
 
 
@@ -57,7 +60,11 @@ def build(kind: str, config: dict[str, Any] | Any | None = None, debug: bool = F
 
 
 def family(kind: str) -> str:
-    """'generator' or 'vocoder'."""
+    """'generator', 'vocoder' or 'analyzer' (models that measure audio, e.g. the classifier)."""
     from synth.base import Generator
+    from vocoders.base import Vocoder
 
-    return "generator" if issubclass(get_class(kind), Generator) else "vocoder"
+    cls = get_class(kind)
+    if issubclass(cls, Generator):
+        return "generator"
+    return "vocoder" if issubclass(cls, Vocoder) else "analyzer"

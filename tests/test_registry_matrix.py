@@ -18,8 +18,12 @@ KINDS = kinds()
 def test_registry_entry_is_consistent(kind):
     cls = get_class(kind)
     assert cls.kind == kind
-    assert family(kind) in ("generator", "vocoder")
-    assert issubclass(cls, Generator if family(kind) == "generator" else Vocoder)
+    fam = family(kind)
+    assert fam in ("generator", "vocoder", "analyzer")
+    if fam != "analyzer":
+        assert issubclass(cls, Generator if fam == "generator" else Vocoder)
+    else:
+        assert callable(getattr(cls, "analyse", None))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -35,6 +39,11 @@ def test_forward_shapes(kind, gen):
         assert z.ndim == (3 if model.temporal_latent else 2)
         again = model.decode(z, cond)
         assert again.shape == audio.shape
+    elif family(kind) == "analyzer":
+        audio = 0.1 * torch.randn(2, model.sample_rate // 2, generator=gen)
+        emb, fam_logits, pitch_logits = model.analyse(audio, model.sample_rate)
+        assert emb.shape[0] == fam_logits.shape[0] == pitch_logits.shape[0] == 2
+        assert fam_logits.shape[1] == 16 and pitch_logits.shape[1] == 128
     else:
         spec = model.feature_spec
         mel = torch.randn(2, spec.n_mels, 12, generator=gen) - 4
@@ -69,6 +78,10 @@ def test_save_load_roundtrip(kind, tmp_path, gen):
     if isinstance(model, Generator):
         cond = model.example_conditions(2)
         torch.testing.assert_close(loaded.sample(2, cond, seed=3), model.sample(2, cond, seed=3))
+    elif family(kind) == "analyzer":
+        audio = 0.1 * torch.randn(2, model.sample_rate // 2, generator=gen)
+        for a, b in zip(loaded.analyse(audio, model.sample_rate), model.analyse(audio, model.sample_rate)):
+            torch.testing.assert_close(a, b)
     else:
         mel = torch.randn(1, model.feature_spec.n_mels, 8, generator=gen) - 4
         torch.testing.assert_close(loaded(mel), model(mel))

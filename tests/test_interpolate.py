@@ -1,0 +1,135 @@
+import math
+
+import pytest
+import torch
+
+from latent.interpolate import (barycentric, bilinear, equal_power_gains, lerp, path, path_mode,
+                                render_path, slerp)
+from synth.base import Conditions
+from synth.errors import ConfigError
+from synth.registry import build
+
+
+def test_lerp_scalar_and_stacked(gen):
+    a, b = torch.randn(5, generator=gen), torch.randn(5, generator=gen)
+    torch.testing.assert_close(lerp(a, b, 0.25), 0.75 * a + 0.25 * b)
+    out = lerp(a, b, [0.0, 0.5, 1.0])
+    assert out.shape == (3, 5)
+    torch.testing.assert_close(out[0], a)
+    torch.testing.assert_close(out[2], b)
+    batch = lerp(torch.stack([a, b]), torch.stack([b, a]), torch.linspace(0, 1, 4))
+    assert batch.shape == (4, 2, 5)
+
+
+def test_slerp_endpoints_and_constant_norm(gen):
+    a, b = torch.randn(8, generator=gen), torch.randn(8, generator=gen)
+    b = b / b.norm() * a.norm()
+    t = torch.linspace(0, 1, 11)
+    out = slerp(a, b, t)
+    assert out.shape == (11, 8)
+    torch.testing.assert_close(out[0], a)
+    torch.testing.assert_close(out[-1], b)
+    torch.testing.assert_close(out.norm(dim=-1), a.norm().expand(11))
+    # Equal angle steps along the great circle.
+    cos = torch.nn.functional.cosine_similarity(out[:-1], out[1:], dim=-1)
+    torch.testing.assert_close(cos, cos[0].expand(10))
+    # Batched rows are interpolated independently.
+    rows = slerp(torch.stack([a, b]), torch.stack([b, a]), 0.3)
+    torch.testing.assert_close(rows[0], slerp(a, b, 0.3))
+    torch.testing.assert_close(rows[1], slerp(b, a, 0.3))
+
+
+def test_slerp_of_parallel_vectors_is_lerp(gen):
+    a = torch.randn(6, generator=gen)
+    for b in (2.5 * a, a.clone(), torch.zeros(6), -a):
+        out = slerp(a, b, [0.0, 0.3, 1.0])
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, lerp(a, b, [0.0, 0.3, 1.0]))
+
+
+def test_bilinear_corners_and_centre(gen):
+    corners = torch.randn(4, 3, generator=gen)
+    tl, tr, bl, br = corners
+    torch.testing.assert_close(bilinear(corners, 0.0, 0.0), tl)
+    torch.testing.assert_close(bilinear(corners, 1.0, 0.0), tr)
+    torch.testing.assert_close(bilinear(corners, 0.0, 1.0), bl)
+    torch.testing.assert_close(bilinear(corners, 1.0, 1.0), br)
+    torch.testing.assert_close(bilinear(corners, 0.5, 0.5), corners.mean(0))
+    torch.testing.assert_close(bilinear(corners, 0.5, 0.0), (tl + tr) / 2)
+    grid = bilinear(corners, [0.0, 1.0], [1.0, 0.0])
+    torch.testing.assert_close(grid, torch.stack([bl, tr]))
+
+
+def test_barycentric(gen):
+    anchors = torch.randn(3, 4, generator=gen)
+    torch.testing.assert_close(barycentric(anchors, [0.0, 1.0, 0.0]), anchors[1])
+    torch.testing.assert_close(barycentric(anchors, [2.0, 2.0, 2.0]), anchors.mean(0))
+    torch.testing.assert_close(barycentric(anchors, [1.0, 3.0, 0.0]), 0.25 * anchors[0] + 0.75 * anchors[1])
+    many = barycentric(anchors, torch.eye(3))
+    torch.testing.assert_close(many, anchors)
+    with pytest.raises(ConfigError):
+        barycentric(anchors, [1.0, -1.0, 0.0])
+
+
+def test_path_is_evenly_spaced_by_arc_length():
+    points = torch.tensor([[0.0, 0.0], [3.0, 0.0], [3.0, 0.0], [3.0, 1.0]])  # lengths 3, 0, 1
+    out = path(points, 9)
+    assert out.shape == (9, 2)
+    torch.testing.assert_close(out[0], points[0])
+    torch.testing.assert_close(out[-1], points[-1])
+    steps = (out[1:] - out[:-1]).norm(dim=-1)
+    torch.testing.assert_close(steps, torch.full((8,), 0.5))
+    torch.testing.assert_close(out[6], torch.tensor([3.0, 0.0]))
+    assert path(points[:1], 4).shape == (4, 2)
+
+
+def test_equal_power_gains_keep_power():
+    g = equal_power_gains(4, 1000, 200)
+    torch.testing.assert_close((g ** 2).sum(0), torch.ones(1000))
+    assert g[0, 0] == 1 and g[-1, -1] == 1
+    hard = equal_power_gains(3, 30, 0)
+    assert ((hard < 1e-6) | (hard > 1 - 1e-6)).all()
+
+
+@pytest.fixture(scope="module")
+def ddsp():
+    torch.manual_seed(0)
+    model = build("ddsp", debug=True).eval()
+    model.fit_latent_stats(torch.randn(64, model.latent_dim))
+    return model
+
+
+def test_render_path_crossfade_length_and_level(ddsp):
+    assert path_mode(ddsp) == "crossfade"
+    cond = Conditions.note(60, 100)
+    points = ddsp.from_pca(torch.randn(3, ddsp.latent_dim, generator=torch.Generator().manual_seed(3)))
+    seconds = 0.5
+    audio = render_path(ddsp, points, cond, seconds)
+    n = round(seconds * ddsp.sample_rate)
+    assert audio.shape == (n,) and torch.isfinite(audio).all()
+    # Each point rendered over the whole note (one batch, as render_path decodes them): the
+    # crossfaded path stays within +3 dB (fully correlated neighbours) of the louder neighbour
+    # and within -6 dB of the quieter one.
+    singles = ddsp.decode(points, Conditions.note([60] * 3, 100, duration=seconds))
+    singles = torch.nn.functional.pad(singles, (0, n - singles.shape[-1]))[:, :n]
+    win = n // 10
+    def rms(x):
+        return x[..., : win * 10].reshape(*x.shape[:-1], 10, win).pow(2).mean(-1).sqrt()
+    r_path, r_single = rms(audio), rms(singles)
+    hi, lo = r_single.max(0).values, r_single.min(0).values
+    assert (r_path <= hi * math.sqrt(2) * 1.05 + 1e-6).all()
+    assert (r_path >= lo * 0.5).all()
+    # Same points, one segment each: the first and last windows are the first and last point.
+    torch.testing.assert_close(audio[:50], singles[0, :50])
+    torch.testing.assert_close(audio[-50:], singles[-1, -50:])
+
+
+def test_render_path_frames_mode():
+    torch.manual_seed(0)
+    cfg = build("ddsp", debug=True).config
+    cfg.z_mode = "frames"
+    model = build("ddsp", cfg).eval()
+    assert path_mode(model) == "frames"
+    points = torch.randn(2, model.latent_dim)
+    audio = render_path(model, points, Conditions.note(57, 90), 0.4)
+    assert audio.shape == (round(0.4 * model.sample_rate),) and torch.isfinite(audio).all()

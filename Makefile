@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 test: setup
 	$(PY) -m pytest -q
 
+# The main job: render the demo arpeggio, then serve the app on http://localhost:8501.
 demo: setup
 	$(VENV)/bin/synthstudio demo --out out/demo.wav
+	$(VENV)/bin/synthstudio app --port 8501
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

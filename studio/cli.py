@@ -152,6 +152,18 @@ def demo(out: Path = typer.Option(Path("out/demo.wav"), help="Where to write the
     console.print(f"wrote {path} ({seconds:.2f} s of audio)")
 
 
+@app.command("app")
+def app_command(port: int = typer.Option(8501, help="Port to serve on."),
+                headless: bool = typer.Option(True, help="Do not open a browser.")) -> None:
+    """Start the Streamlit timbre-morphing app (studio/app.py) on http://localhost:PORT."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script),
+           "--server.headless", "true" if headless else "false", "--server.port", str(port)]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 def main() -> None:
     """Console-script entry point: one-line errors with exit code 2."""
     debug = "--debug" in sys.argv

@@ -1,0 +1,217 @@
+"""The Streamlit app through `streamlit.testing.v1.AppTest`, and its session logic directly.
+
+The app runs in this process against the bundled `ddsp-gm` model (renders of a 2 s note take
+~50 ms on one CPU thread; the first run loads the model, a few seconds).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from studio import app_logic as L
+
+APP = str(Path(__file__).resolve().parent.parent / "studio" / "app.py")
+MODEL = "ddsp-gm"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return L.load_generator(MODEL)
+
+
+@pytest.fixture
+def at():
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(APP, default_timeout=60)
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def _audio(at) -> list:
+    return at.get("audio")
+
+
+def _metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# -- the app ------------------------------------------------------------------------------------
+def test_choose_model_move_pad_render_and_add_to_pack(at):
+    names = at.selectbox(key="model").options  # "name (kind)"
+    assert f"{MODEL} (ddsp)" in names and not any("istft" in n for n in names)  # generators only; vocoders are not listed
+    at.selectbox(key="model").set_value(MODEL).run()
+    assert len(_audio(at)) == 1 and _metric(at, "render latency").endswith("ms")
+    first = at.session_state.result
+
+    before = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
+    at.slider(key="pad_x").set_value(0.0).run()
+    at.slider(key="pad_y").set_value(0.0).run()
+    corner = at.session_state.anchors[at.session_state["corner_0"]]
+    after = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
+    assert after != before
+    assert after == pytest.approx(corner[:3], abs=2e-3)  # top-left corner = its anchor exactly
+    at.button(key="render").click().run()
+    assert not at.exception and not at.error
+    assert len(_audio(at)) == 1 and float(_metric(at, "render latency").split()[0]) > 0
+    assert len(at.image) >= 2  # the pad picture and the spectrogram
+    assert not np.array_equal(at.session_state.result.audio, first.audio)  # a new sound
+
+    at.button(key="add_pack").click().run()
+    assert len(at.session_state.pack) == 1
+    at.slider(key="pad_x").set_value(1.0).run()
+    at.button(key="add_pack").click().run()
+    items = at.session_state.pack
+    assert len(items) == 2 and items[0].name != items[1].name
+    assert items[0].latent != items[1].latent and all(len(i.latent) == 16 for i in items)
+    assert len(at.dataframe) == 1
+
+    # undo walks back through the committed pad points
+    at.button(key="undo").click().run()
+    assert [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)] == pytest.approx(corner[:3], abs=2e-3)
+
+
+def test_controls_change_the_sound_and_warn_out_of_range(at):
+    base = at.session_state.result.audio
+    at.slider(key="ctl_noise_db").set_value(-24.0).run()
+    assert not np.allclose(at.session_state.result.audio, base)
+    at.slider(key="pitch").set_value(10).run()  # below the trained 24-96
+    assert any("pitch 10" in w.value for w in at.warning)
+    at.slider(key="lat_pc1").set_value(L.slider_range(L.split_controls(
+        L.load_generator(MODEL))[0][0])[0]).run()
+    assert any("pc1=" in w.value for w in at.warning)
+    assert len(_audio(at)) == 1
+
+
+def test_bad_upload_is_an_inline_error_and_the_session_goes_on(at):
+    at.file_uploader(key="upload").set_value(("notes.txt", b"this is not audio", "text/plain")).run()
+    assert not at.exception
+    assert any("notes.txt" in e.value for e in at.error)
+    at.slider(key="pad_x").set_value(0.3).run()
+    assert not at.exception and len(_audio(at)) == 1
+
+
+def test_good_upload_becomes_a_corner_anchor(at):
+    sr = 16000
+    t = np.arange(sr) / sr
+    note = (0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-3 * t)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, note, sr, format="WAV")
+    at.file_uploader(key="upload").set_value(("pluck.wav", buf.getvalue(), "audio/wav")).run()
+    assert not at.exception and not at.error
+    assert "upload: pluck.wav" in at.session_state.anchors
+    at.selectbox(key="corner_3").set_value("upload: pluck.wav").run()
+    at.slider(key="pad_x").set_value(1.0).run()
+    at.slider(key="pad_y").set_value(1.0).run()
+    got = [at.session_state[f"lat_pc{k}"] for k in range(1, 17)]
+    assert got == pytest.approx(at.session_state.anchors["upload: pluck.wav"], abs=2e-3)
+
+
+def test_render_error_is_inline(at, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(L, "render_point", boom)
+    at.slider(key="pad_x").set_value(0.8).run()
+    assert not at.exception
+    assert any("synthetic failure" in e.value for e in at.error)
+    monkeypatch.undo()
+    at.button(key="render").click().run()
+    assert not at.error and len(_audio(at)) == 1
+
+
+def test_snapshot_save_and_load(at):
+    at.text_input(key="snap_name").input("mine").run()
+    at.button(key="save_snap").click().run()
+    saved = at.session_state.history.snapshots["mine"].coords
+    assert "snapshot: mine" in at.session_state.anchors
+    at.slider(key="pad_x").set_value(0.0).run()
+    at.button(key="load_snap").click().run()
+    assert [at.session_state[f"lat_pc{k}"] for k in range(1, 17)] == pytest.approx(saved, abs=2e-3)
+
+
+def test_variations_and_pack_download(at):
+    at.button(key="make_vars").click().run()
+    assert len(at.session_state.variations) == 4 and len(_audio(at)) == 5
+    at.button(key="var_pack_0").click().run()
+    at.button(key="add_pack").click().run()
+    assert len(at.session_state.pack) == 2
+    at.number_input(key="pack_low").set_value(60).run()
+    at.number_input(key="pack_high").set_value(62).run()
+    at.number_input(key="pack_duration").set_value(0.5).run()
+    at.button(key="build_pack").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.get("download_button")) == 1
+    with zipfile.ZipFile(io.BytesIO(at.session_state.pack_zip)) as z:
+        wavs = [n for n in z.namelist() if n.endswith(".wav")]
+    assert len(wavs) == 2  # one root (60, zone step 3 covers 60-62) per instrument
+
+
+# -- the logic ----------------------------------------------------------------------------------
+def test_wav_bytes_keep_the_level(model):
+    """The player gets our WAV: a quiet note stays quiet (no peak normalisation)."""
+    point = L.Point(coords=[0.0] * model.latent_dim, velocity=30, duration=0.5)
+    res = L.render_point(model, point, picture=False)
+    data, sr = sf.read(io.BytesIO(res.wav), dtype="float32")
+    assert sr == model.sample_rate and data.shape == res.audio.shape
+    assert abs(np.abs(data).max() - res.peak) < 1e-4 and res.peak < 0.5
+    assert res.latency_ms > 0
+
+
+def test_pad_corners_are_exact_and_warnings(model):
+    corners = L.random_anchors(model, 4, seed=3)
+    for i, (x, y) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        assert torch.allclose(L.pad_coords(corners, x, y), corners[i], atol=1e-6)
+    assert torch.equal(L.random_anchors(model, 4, seed=3), corners)
+    inside = L.Point(coords=[0.0] * model.latent_dim, pitch=60)
+    assert L.point_warnings(model, inside) == []
+    far = L.Point(coords=[9.0] + [0.0] * (model.latent_dim - 1), pitch=110)
+    text = " ".join(L.point_warnings(model, far))
+    assert "pitch 110" in text and "pc1=9.00" in text
+
+
+def test_history_and_variations(model):
+    h = L.History()
+    a, b = L.Point(coords=[0.0] * 16), L.Point(coords=[1.0] * 16)
+    h.push(a)
+    h.push(a)  # repeated points are stored once
+    h.push(b)
+    assert h.undo().coords == b.coords and h.undo().coords == a.coords and h.undo() is None
+    v1 = L.variations(model, a, 3, 0.5, seed=7)
+    v2 = L.variations(model, a, 3, 0.5, seed=7)
+    assert [p.coords for p in v1] == [p.coords for p in v2]
+    spread = np.std(np.array([p.coords for p in v1]))
+    assert 0.2 < spread < 1.0
+    assert L.variations(model, a, 3, 0.0, seed=7)[0].coords == pytest.approx(a.coords)
+
+
+def test_uploads_refused(model):
+    from synth.errors import SynthStudioError
+
+    with pytest.raises(SynthStudioError, match="empty"):
+        L.encode_upload(model, b"", "x.wav")
+    silent = io.BytesIO()
+    sf.write(silent, np.zeros(8000, dtype=np.float32), 16000, format="WAV")
+    with pytest.raises(SynthStudioError, match="silent"):
+        L.encode_upload(model, silent.getvalue(), "quiet.wav")
+    long = io.BytesIO()
+    sf.write(long, np.full(16000 * 31, 0.1, dtype=np.float32), 16000, format="WAV")
+    with pytest.raises(SynthStudioError, match="too long"):
+        L.encode_upload(model, long.getvalue(), "long.wav")
+
+
+def test_cli_has_app_command():
+    from typer.testing import CliRunner
+
+    from studio.cli import app
+
+    result = CliRunner().invoke(app, ["app", "--help"])
+    assert result.exit_code == 0 and "Streamlit" in result.output

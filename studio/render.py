@@ -1,20 +1,29 @@
-"""Rendering library behind `synthstudio render`: notes, audio (timbre transfer or
+"""Rendering library behind `synthstudio render`: notes, text, audio (timbre transfer or
 encode/decode) and MIDI through any registered generator, with a manifest that re-renders the
-same file.
+same file, and batches of renders from a CSV or JSON list.
 
 The manifest records the model file's hash, the seed, the conditions, the latent, the controls
-and the output format; `render_from_manifest` re-creates the WAV bit for bit on the CPU.
+and the output format; `render_from_manifest` re-creates the WAV bit for bit on the CPU. A text
+render also records its mapping (the text, its parsed hints, the mapper file and hash, the mapped
+latent): reproduction reuses that latent instead of embedding the text again, so a different
+text-model build or thread count cannot change the file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
+from latent.text import (MAPPER_SUFFIX, REGISTER_PITCH, TextEncoder, TextMapper, load_mapper,
+                         parse_hints, text_to_conditions)
 from synth import __version__
 from synth.audio import load, save
 from synth.base import Conditions, Generator
@@ -23,62 +32,186 @@ from synth.errors import ConfigError, SynthStudioError
 from synth.fileio import atomic_write_text
 
 SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
+DEFAULT_MODEL = "ddsp-gm"
+DEFAULT_PITCH = 60.0
+DEFAULT_VELOCITY = 100.0
+#: spread of a --text latent around the mapped point, in units of the mapper's residual spread
+#: (seeded by the request's seed; 0 gives the mapped point itself). latent.text's default.
+TEXT_TEMPERATURE = 0.5
 
 
 @dataclass
 class RenderRequest:
-    """One render. Exactly one source: `audio`, `midi`, or a note (`pitch`)."""
+    """One render. Exactly one source: `text`, `audio`, `midi`, or a note (`pitch`).
+
+    With `text`, the latent comes from the model's text mapper and the note from the words
+    ("C2" -> pitch 36, "soft" -> velocity 40; else pitch 60, velocity 100); `pitch` and
+    `velocity`, when given, override the words. `velocity` None means 100 for the other sources.
+    """
 
     model: str
     out: str
     audio: str | None = None
     midi: str | None = None
     pitch: float | None = None
-    velocity: float = 100.0
+    text: str | None = None
+    velocity: float | None = None
     duration: float = 2.0
     latent: list[float] | None = None
     controls: dict[str, float] = field(default_factory=dict)
     seed: int = 0
+    temperature: float | None = None
     sample_rate: int | None = None
     bit_depth: int = 24
     octave_shift: int = 0
     loudness_shift: float = 0.0
 
     def source(self) -> str:
+        if self.text is not None:
+            if self.audio is not None or self.midi is not None:
+                raise ConfigError("give exactly one of --text, --audio, --midi or --pitch "
+                                  "(--pitch and --velocity may go with --text)")
+            return "text"
         given = [name for name, v in (("audio", self.audio), ("midi", self.midi),
                                       ("pitch", self.pitch)) if v is not None]
         if len(given) != 1:
-            raise ConfigError("give exactly one of --audio, --midi or --pitch")
+            raise ConfigError("give exactly one of --text, --audio, --midi or --pitch")
         return given[0]
+
+    def validate(self) -> str:
+        """Check what can be checked without the model; returns the source."""
+        kind = self.source()
+        if kind == "text" and not self.text.strip():
+            raise ConfigError("--text is empty")
+        if self.temperature is not None:
+            if kind != "text":
+                raise ConfigError("--temperature only applies to --text renders")
+            if self.temperature < 0:
+                raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.bit_depth not in SUBTYPES:
+            raise ConfigError(f"bit depth must be 16, 24 or 32 (float), got {self.bit_depth}")
+        for path in (self.audio, self.midi):
+            if path is not None and not Path(path).is_file():
+                raise SynthStudioError(f"input file not found: {path}")
+        return kind
 
 
 def load_generator(name: str) -> tuple[Generator, Path]:
     from synth.catalog import resolve_model
 
     path = resolve_model(name)
+    return _load_generator_file(path, name), path
+
+
+def _load_generator_file(path: Path, name: str) -> Generator:
     model = load_model(path)
     if not isinstance(model, Generator):
         raise SynthStudioError(f"{name} is a {model.kind} vocoder, not a generator")
-    return model.eval(), path
+    return model.eval()
+
+
+class ModelCache:
+    """Generators and their text mappers, loaded once per checkpoint file (for batches)."""
+
+    def __init__(self) -> None:
+        self._generators: dict[Path, Generator] = {}
+        self._mappers: dict[Path, TextMapper] = {}
+
+    def generator(self, name: str) -> tuple[Generator, Path]:
+        from synth.catalog import resolve_model
+
+        path = resolve_model(name)
+        key = path.resolve()
+        if key not in self._generators:
+            self._generators[key] = _load_generator_file(path, name)
+        return self._generators[key], path
+
+    def mapper(self, model_path: Path) -> TextMapper:
+        key = model_path.resolve()
+        if key not in self._mappers:
+            self._mappers[key] = load_mapper(model_path)
+        return self._mappers[key]
 
 
 def _latent(model: Generator, req: RenderRequest) -> torch.Tensor:
     if req.latent is None:
         return model.latent_mean[None].clone()
-    z = torch.tensor(req.latent, dtype=torch.float32)
+    return _check_latent(model, req.latent)
+
+
+def _check_latent(model: Generator, values: list[float]) -> torch.Tensor:
+    z = torch.tensor(values, dtype=torch.float32)
     if z.shape != (model.latent_dim,):
         raise ConfigError(f"latent has {z.numel()} values; {model.kind} needs {model.latent_dim}")
     return z[None]
 
 
+def text_note(req: RenderRequest) -> tuple[float, float, dict[str, Any]]:
+    """(pitch, velocity, hints) of a text request: explicit pitch/velocity, else what the words
+    say (`parse_hints`; a register word without a note picks `REGISTER_PITCH`), else 60 / 100."""
+    hints = parse_hints(req.text)
+    pitch = req.pitch if req.pitch is not None else hints.get(
+        "pitch", REGISTER_PITCH.get(hints.get("register", ""), DEFAULT_PITCH))
+    velocity = req.velocity if req.velocity is not None else hints.get("velocity",
+                                                                       DEFAULT_VELOCITY)
+    return float(pitch), float(velocity), hints
+
+
+def text_mapping(model: Generator, model_path: Path, req: RenderRequest,
+                 cache: ModelCache | None = None,
+                 recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest's "text" record: text, hints, pitch, velocity and where the latent came from
+    ("latent": the (D,) values; "mapper", "mapper_hash", "encoder", "temperature").
+
+    The latent is `recorded`'s when given (reproduction), else the request's explicit latent,
+    else the mapper's seeded prediction (`text_to_conditions`, temperature `TEXT_TEMPERATURE`).
+    """
+    if recorded is not None:
+        try:
+            source = {k: recorded[k] for k in ("mapper", "mapper_hash", "encoder",
+                                               "temperature", "latent")}
+        except (KeyError, TypeError):
+            raise SynthStudioError("the manifest's text record lacks its mapped latent") from None
+    elif req.latent is not None:
+        source = {"mapper": None, "mapper_hash": None, "encoder": None, "temperature": None,
+                  "latent": list(req.latent)}
+    else:
+        side = model_path.with_name(model_path.stem + MAPPER_SUFFIX)
+        if not side.exists():
+            raise SynthStudioError(f"model {req.model} has no text mapper ({side.name}), which "
+                                   "--text needs; fit one with `python -m bench.fit_latent_tools "
+                                   f"--model {model_path}`")
+        mapper = (cache or ModelCache()).mapper(model_path)
+        temperature = TEXT_TEMPERATURE if req.temperature is None else req.temperature
+        encoder = TextEncoder()
+        z, _ = text_to_conditions(model, mapper, req.text, seed=req.seed,
+                                  temperature=temperature, encoder=encoder)
+        source = {"mapper": side.name, "mapper_hash": file_hash(side),
+                  "encoder": encoder.version, "temperature": temperature,
+                  "latent": z[0].cpu().tolist()}
+    pitch, velocity, hints = text_note(req)
+    return {"text": req.text, "hints": hints, "pitch": pitch, "velocity": velocity, **source}
+
+
 @torch.no_grad()
-def render_audio(model: Generator, req: RenderRequest) -> tuple[torch.Tensor, int]:
-    """(T,) audio and its sample rate for a request, through the Generator contract."""
+def render_audio(model: Generator, req: RenderRequest,
+                 latent: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """(T,) audio and its sample rate for a request, through the Generator contract.
+
+    `latent` (1, D) replaces the request's (needed for text: `text_mapping(...)["latent"]`)."""
     sr = req.sample_rate or model.sample_rate
-    z = _latent(model, req)
     kind = req.source()
-    if kind == "pitch":
-        cond = Conditions.note(req.pitch, req.velocity, duration=req.duration)
+    if latent is None:
+        if kind == "text":
+            raise ConfigError("a text render needs its mapped latent (see text_mapping)")
+        latent = _latent(model, req)
+    z = latent
+    velocity = DEFAULT_VELOCITY if req.velocity is None else req.velocity
+    if kind in ("pitch", "text"):
+        pitch, velocity = (req.pitch, velocity) if kind == "pitch" else text_note(req)[:2]
+        # No registered generator reads cond.text_embedding; a text render is the mapped latent
+        # plus the note, which is what the manifest can reproduce without the text model.
+        cond = Conditions.note(pitch, velocity, duration=req.duration)
         return model.render(z, cond, sample_rate=sr, controls=req.controls, seed=req.seed)[0], sr
     if kind == "midi":
         from synth.play import read_midi, render_midi
@@ -103,21 +236,28 @@ def render_audio(model: Generator, req: RenderRequest) -> tuple[torch.Tensor, in
         voiced = track.f0_hz[0][track.periodicity[0] > 0.5]
         if voiced.numel() == 0:
             raise SynthStudioError(f"{req.audio}: no pitch found to condition {model.kind} on")
-        cond = Conditions.note(float(hz_to_midi(voiced.median()).round()), req.velocity,
+        cond = Conditions.note(float(hz_to_midi(voiced.median()).round()), velocity,
                                duration=cond.duration)
     return model.render(model.encode(audio[None], cond), cond, sample_rate=sr,
                         controls=req.controls, seed=req.seed)[0], sr
 
 
-def render(req: RenderRequest) -> dict[str, Any]:
-    """Render `req` to `req.out` (WAV) and `req.out` + '.json' (manifest); returns the manifest."""
-    if req.bit_depth not in SUBTYPES:
-        raise ConfigError(f"bit depth must be 16, 24 or 32 (float), got {req.bit_depth}")
-    for path in (req.audio, req.midi):
-        if path is not None and not Path(path).is_file():
-            raise SynthStudioError(f"input file not found: {path}")
-    model, model_path = load_generator(req.model)
-    audio, sr = render_audio(model, req)
+def render(req: RenderRequest, *, models: ModelCache | None = None,
+           text_record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Render `req` to `req.out` (WAV) and `req.out` + '.json' (manifest); returns the manifest.
+
+    `models` shares loaded generators between renders; `text_record` is a manifest's "text"
+    record whose mapped latent a text request reuses (reproduction)."""
+    kind = req.validate()
+    models = models or ModelCache()
+    model, model_path = models.generator(req.model)
+    text = None
+    if kind == "text":
+        text = text_mapping(model, model_path, req, models, text_record)
+        z = _check_latent(model, text["latent"])
+    else:
+        z = _latent(model, req)
+    audio, sr = render_audio(model, req, z)
     peak = float(audio.abs().max()) if audio.numel() else 0.0
     if not torch.isfinite(audio).all():
         raise SynthStudioError("the model produced non-finite audio")
@@ -127,9 +267,11 @@ def render(req: RenderRequest) -> dict[str, Any]:
         "synthstudio": __version__, "request": asdict(req), "model_kind": model.kind,
         "model_file": str(model_path), "model_hash": file_hash(model_path),
         "inputs": {k: file_hash(v) for k, v in (("audio", req.audio), ("midi", req.midi)) if v},
-        "latent": _latent(model, req)[0].tolist(), "sample_rate": sr,
+        "latent": z[0].tolist(), "sample_rate": sr,
         "seconds": audio.numel() / sr, "peak": peak, "clipped": peak > 1.0,
     }
+    if text is not None:
+        manifest["text"] = text
     atomic_write_text(manifest_path(out), json.dumps(manifest, indent=2))
     return manifest
 
@@ -140,15 +282,185 @@ def manifest_path(out: Path) -> Path:
 
 def render_from_manifest(manifest: str | Path, out: str | None = None) -> dict[str, Any]:
     """Re-render a manifest's request (to `out`, default: the original path); the model file
-    must hash to the recorded value."""
+    must hash to the recorded value. A text request reuses the recorded mapped latent."""
     try:
         data = json.loads(Path(manifest).read_text())
         req = RenderRequest(**data["request"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise SynthStudioError(f"unreadable render manifest {manifest}: {err}") from None
-    _, path = load_generator(req.model)
+    models = ModelCache()
+    _, path = models.generator(req.model)
     if file_hash(path) != data.get("model_hash"):
         raise SynthStudioError(f"model {path} differs from the one the manifest was made with")
+    record = None
+    if req.text is not None:
+        record = data.get("text")
+        if not isinstance(record, dict):
+            raise SynthStudioError(f"unreadable render manifest {manifest}: a text request "
+                                   "without its text record")
     if out is not None:
         req.out = out
-    return render(req)
+    return render(req, models=models, text_record=record)
+
+
+# -- batches ------------------------------------------------------------------------------------
+def _as_float(value: Any) -> float:
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError
+        return float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def _as_int(value: Any) -> int:
+    number = _as_float(value)
+    if not number.is_integer():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(number)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {value!r}")
+    return value
+
+
+def _as_controls(value: Any) -> dict[str, float]:
+    if isinstance(value, str):
+        value = json.loads(value)  # a CSV cell: {"brightness": 3}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object of NAME: NUMBER, got {value!r}")
+    return {_as_str(k): _as_float(v) for k, v in value.items()}
+
+
+def _as_latent(value: Any, base: Path) -> list[float]:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.startswith("["):  # a JSON file, as with --latent FILE
+            path = _resolve(text, base)
+            try:
+                text = path.read_text()
+            except OSError as err:
+                raise ValueError(f"unreadable latent file {path}: {err.strerror or err}") from None
+        value = json.loads(text)
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of numbers, got {value!r}")
+    return [_as_float(v) for v in value]
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+#: RenderRequest field -> parser of a batch value (a CSV cell or a JSON value); `latent` also
+#: takes the batch folder, against which a latent file name is resolved.
+BATCH_FIELDS: dict[str, Callable[..., Any]] = {
+    "model": _as_str, "out": _as_str, "audio": _as_str, "midi": _as_str, "text": _as_str,
+    "pitch": _as_float, "velocity": _as_float, "duration": _as_float, "latent": _as_latent,
+    "controls": _as_controls, "seed": _as_int, "temperature": _as_float,
+    "sample_rate": _as_int, "bit_depth": _as_int, "octave_shift": _as_int,
+    "loudness_shift": _as_float,
+}
+
+
+def batch_request(row: dict[str, Any], base: Path) -> RenderRequest:
+    """One batch row (CSV strings or JSON values; empty cells are left out) -> a checked request.
+    `out` is required; relative `out`, `audio`, `midi`, `latent` files and model paths are
+    resolved against `base` (the batch file's folder); `model` defaults to `DEFAULT_MODEL`."""
+    kwargs: dict[str, Any] = {}
+    for key, value in row.items():
+        name = str(key).strip()
+        if name not in BATCH_FIELDS:
+            raise ConfigError(f"unknown field {name!r}; known: {', '.join(BATCH_FIELDS)}")
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        try:
+            kwargs[name] = (_as_latent(value, base) if name == "latent"
+                            else BATCH_FIELDS[name](value))
+        except (ValueError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{name}: {err}") from None
+    if "out" not in kwargs:
+        raise ConfigError("no out path")
+    for name in ("out", "audio", "midi"):
+        if name in kwargs:
+            kwargs[name] = str(_resolve(kwargs[name], base))
+    model = kwargs.get("model", DEFAULT_MODEL)
+    if Path(model).suffix == ".safetensors" or os.sep in model:
+        model = str(_resolve(model, base))
+    req = RenderRequest(**{**kwargs, "model": model})
+    req.validate()
+    return req
+
+
+def read_batch(path: str | Path) -> list[RenderRequest]:
+    """The requests of a batch file: CSV with a header row of RenderRequest fields, or a JSON
+    list of objects. Every row is checked before anything renders; errors name the row (1-based,
+    data rows only)."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # csv's quoting; Excel's BOM
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SynthStudioError(f"cannot read batch file {path}: "
+                               f"{getattr(err, 'strerror', None) or err}") from None
+    if path.suffix.lower() == ".csv":
+        rows: list[Any] = list(csv.DictReader(io.StringIO(text, newline="")))
+    elif path.suffix.lower() == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not JSON: {err}") from None
+        if not isinstance(rows, list):
+            raise ConfigError(f"{path}: expected a JSON list of render objects")
+    else:
+        raise ConfigError(f"batch file must be .csv or .json: {path}")
+    if not rows:
+        raise ConfigError(f"{path}: no rows")
+    base = path.resolve().parent
+    requests, outs = [], {}
+    for i, row in enumerate(rows, 1):
+        try:
+            if not isinstance(row, dict) or None in row:  # DictReader puts extra cells under None
+                raise ConfigError("not a set of named fields (more cells than header names?)")
+            req = batch_request(row, base)
+        except SynthStudioError as err:
+            raise SynthStudioError(f"{path}: row {i}: {err}") from None
+        if req.out in outs:
+            raise ConfigError(f"{path}: row {i}: out {req.out} is also row {outs[req.out]}'s")
+        outs[req.out] = i
+        requests.append(req)
+    return requests
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
+    if not enabled:
+        yield lambda _text: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("[bold]render[/bold] {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("", total=total)
+        yield lambda text: bar.update(task, advance=1, description=text)
+
+
+def render_batch(path: str | Path, progress: bool = True) -> list[dict[str, Any]]:
+    """Render every row of a batch file (`read_batch`) in order; returns their manifests.
+
+    Each distinct model is loaded once. A row that fails stops the batch with an error naming
+    it; the rows before it are complete (WAV and manifest are written atomically)."""
+    requests = read_batch(path)
+    models = ModelCache()
+    manifests = []
+    with _progress(progress, len(requests)) as tick:
+        for i, req in enumerate(requests, 1):
+            try:
+                manifests.append(render(req, models=models))
+            except SynthStudioError as err:
+                raise SynthStudioError(f"{path}: row {i}: {err}") from None
+            tick(Path(req.out).name)
+    return manifests

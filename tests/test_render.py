@@ -148,3 +148,125 @@ def test_generic_render_contract_for_a_non_ddsp_generator(tmp_path):
     second = model.render(z, Conditions.note(64, 100, duration=0.25), seed=1)[0]
     n = min(first.numel(), second.numel())
     assert torch.allclose(mix[:n], first[:n] + second[:n], atol=1e-5)
+
+
+# -- --text -------------------------------------------------------------------------------------
+def test_text_render_on_the_bundled_model_parses_the_note_and_reproduces(tmp_path, monkeypatch):
+    import dataclasses
+
+    import studio.render as sr
+
+    text = "bright plucked bass C2 soft"
+    out = tmp_path / "bass.wav"
+    req = RenderRequest(model="ddsp-gm", out=str(out), text=text, duration=0.25, seed=2)
+    manifest = render(req)
+    t = manifest["text"]
+    assert (t["text"], t["pitch"], t["velocity"]) == (text, 36.0, 40.0)
+    assert t["hints"] == {"pitch": 36.0, "velocity": 40}
+    assert t["mapper"] == "ddsp-gm.text.safetensors" and t["temperature"] == 0.5
+    assert t["latent"] == manifest["latent"] and len(manifest["latent"]) == 16
+    assert manifest["latent"] != sr.load_generator("ddsp-gm")[0].latent_mean.tolist()
+    audio, rate = sf.read(out)
+    assert rate == 16000 and len(audio) == pytest.approx(4000, abs=400) and np.abs(audio).max() > 0
+    # The mapping is deterministic: a fresh render (embedding the text again) gives the same bytes.
+    fresh = render(dataclasses.replace(req, out=str(tmp_path / "fresh.wav")))
+    assert fresh["latent"] == manifest["latent"]
+    assert (tmp_path / "fresh.wav").read_bytes() == out.read_bytes()
+    # Reproduction reuses the recorded latent: the text model is not consulted at all.
+    def no_text_model(*args, **kwargs):
+        raise AssertionError("reproduction embedded the text again")
+
+    monkeypatch.setattr(sr, "text_to_conditions", no_text_model)
+    again = render_from_manifest(tmp_path / "bass.wav.json", str(tmp_path / "again.wav"))
+    assert (tmp_path / "again.wav").read_bytes() == out.read_bytes()
+    assert again["text"] == manifest["text"] and again["latent"] == manifest["latent"]
+
+
+def test_text_note_defaults_hints_and_explicit_overrides():
+    from studio.render import text_note
+
+    def note(text, **kw):
+        return text_note(RenderRequest(model="m", out="o.wav", text=text, **kw))[:2]
+
+    assert note("bright plucked bass C2 soft") == (36.0, 40.0)
+    assert note("warm pad") == (60.0, 100.0)
+    assert note("a low pad, loud") == (40.0, 110.0)
+    assert note("bright plucked bass C2 soft", pitch=50, velocity=90) == (50.0, 90.0)
+    with pytest.raises(Exception, match="exactly one"):
+        RenderRequest(model="m", out="o.wav", text="pad", midi="x.mid").source()
+    with pytest.raises(Exception, match="only applies to --text"):
+        RenderRequest(model="m", out="o.wav", pitch=60, temperature=0.0).validate()
+
+
+def test_cli_text_errors_are_one_line(model_path, tmp_path):
+    out = tmp_path / "t.wav"
+    for args, needle in (
+        (["--model", str(model_path), "--text", "soft bass"], "no text mapper"),
+        (["--text", "soft bass", "--audio", str(out)], "exactly one"),
+        (["--batch", str(tmp_path / "b.csv"), "--pitch", "60"], "drop --pitch"),
+    ):
+        res = cli(*args, "--out", str(out)) if "--batch" not in args else cli(*args)
+        lines = [x for x in res.stderr.splitlines() if x.strip()]
+        assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, res.stderr)
+        assert not out.exists() and not (tmp_path / "t.wav.json").exists()
+
+
+# -- --batch ------------------------------------------------------------------------------------
+def test_batch_csv_renders_every_row_loading_the_model_once(model_path, tmp_path, monkeypatch):
+    import dataclasses
+
+    import studio.render as sr
+    from studio.render import BATCH_FIELDS, render_batch
+
+    assert set(BATCH_FIELDS) == {f.name for f in dataclasses.fields(RenderRequest)}
+    folder = tmp_path / "job"
+    folder.mkdir()
+    midi_file(folder / "line.mid", [60, 62])
+    (folder / "z.json").write_text(json.dumps([0.0] * 4))
+    (folder / "list.csv").write_text(
+        "model,out,pitch,midi,duration,seed,bit_depth,controls,latent\n"
+        f"{model_path},wav/one.wav,60,,0.25,1,16,,\n"
+        f'{model_path},wav/two.wav,64.5,,0.25,2,24,"{{""brightness"": 3}}",z.json\n'
+        f"{model_path},wav/three.wav,,line.mid,,,,,\n")
+    loads = []
+    real_load = sr.load_model
+    monkeypatch.setattr(sr, "load_model", lambda path: loads.append(path) or real_load(path))
+    manifests = render_batch(folder / "list.csv", progress=False)
+    assert len(loads) == 1 and len(manifests) == 3
+    for name in ("one", "two", "three"):
+        wav = folder / "wav" / f"{name}.wav"
+        assert sf.info(wav).samplerate == 8000
+        assert json.loads((folder / "wav" / f"{name}.wav.json").read_text())["request"]["out"] \
+            == str(wav)
+    assert sf.info(folder / "wav" / "one.wav").subtype == "PCM_16"
+    assert manifests[1]["request"]["controls"] == {"brightness": 3.0}
+    assert manifests[1]["request"]["pitch"] == 64.5 and manifests[1]["latent"] == [0.0] * 4
+    assert manifests[2]["request"]["midi"] == str(folder / "line.mid")
+
+
+def test_batch_bad_rows_name_the_row_and_keep_finished_rows(model_path, tmp_path):
+    from studio.render import render_batch
+    from synth.errors import SynthStudioError
+
+    # A row that cannot be parsed fails before anything renders.
+    (tmp_path / "bad.csv").write_text(f"model,out,pitch\n{model_path},a.wav,60\n"
+                                      f"{model_path},b.wav,sixty\n")
+    with pytest.raises(SynthStudioError, match=r"row 2: pitch: expected a number"):
+        render_batch(tmp_path / "bad.csv", progress=False)
+    (tmp_path / "dup.csv").write_text("out,pitch\na.wav,60\na.wav,62\n")
+    with pytest.raises(SynthStudioError, match=r"row 2: out .* also row 1"):
+        render_batch(tmp_path / "dup.csv", progress=False)
+    assert not (tmp_path / "a.wav").exists()
+    # A row that fails while rendering stops the batch; the rows before it are complete.
+    rows = [{"model": str(model_path), "out": "ok.wav", "pitch": 60, "duration": 0.25},
+            {"model": "no-such-model", "out": "bad.wav", "pitch": 60},
+            {"model": str(model_path), "out": "never.wav", "pitch": 62}]
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    res = cli("--batch", str(tmp_path / "list.json"))
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert "row 2" in lines[0] and "unknown model" in lines[0]
+    assert sf.info(tmp_path / "ok.wav").frames > 0
+    assert json.loads((tmp_path / "ok.wav.json").read_text())["request"]["pitch"] == 60
+    assert not list(tmp_path.glob("bad.wav*")) and not list(tmp_path.glob("never.wav*"))
+    assert not list(tmp_path.glob(".*tmp*"))

@@ -30,7 +30,7 @@ from synth.melgen import DownStack, FractionalEmbedding, MelGenerator, UpStack
 @dataclass
 class VAEConfig:
     feature_spec: FeatureSpec = field(default_factory=FeatureSpec)
-    vocoder: str = "istft-gm"
+    vocoder: str = "griffinlim"  # until a trained vocoder beats it (bench/vocoder_eval.py)
     note_seconds: float = 4.0
     latent_dim: int = 16
     channels: tuple[int, ...] = (64, 96, 128, 160, 192)

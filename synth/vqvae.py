@@ -40,7 +40,7 @@ UNKNOWN_FAMILY = 16
 @dataclass
 class VQVAEConfig:
     feature_spec: FeatureSpec = field(default_factory=FeatureSpec)
-    vocoder: str = "istft-gm"
+    vocoder: str = "griffinlim"  # until a trained vocoder beats it (bench/vocoder_eval.py)
     note_seconds: float = 4.0
     latent_dim: int = 64
     codebook_size: int = 256

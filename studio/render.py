@@ -228,7 +228,10 @@ def render_audio(model: Generator, req: RenderRequest,
         return timbre_transfer(model, audio, z if req.latent is not None else None, opts,
                                sample_rate=sr, controls=req.controls), sr
     # autoencoders: encode, then decode the recording's own latent
-    cond = Conditions(duration=audio.numel() / model.sample_rate)
+    seconds = audio.numel() / model.sample_rate
+    if model.max_duration is not None:
+        seconds = min(seconds, model.max_duration)
+    cond = Conditions(duration=seconds)
     if getattr(model, "needs_pitch", False):
         from synth.pitch import f0, hz_to_midi
 

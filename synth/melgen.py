@@ -37,6 +37,13 @@ class MelGenerator(Generator):
     ``note_seconds: float``; subclasses implement `decode_mel`.
     """
 
+    #: Decoders are conditioned on pitch: recordings are pitch-tracked before re-synthesis.
+    needs_pitch: bool = True
+
+    @property
+    def max_duration(self) -> float:  # type: ignore[override]
+        return float(self.config.note_seconds)
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         spec = config.feature_spec

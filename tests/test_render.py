@@ -270,3 +270,21 @@ def test_batch_bad_rows_name_the_row_and_keep_finished_rows(model_path, tmp_path
     assert json.loads((tmp_path / "ok.wav.json").read_text())["request"]["pitch"] == 60
     assert not list(tmp_path.glob("bad.wav*")) and not list(tmp_path.glob("never.wav*"))
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_vae_renders_audio_by_encode_decode_and_midi(tmp_path):
+    """A mel-domain autoencoder through the same commands: a recording is pitch-tracked, encoded
+    and decoded (cut to the model's note length); MIDI notes become summed voices."""
+    torch.manual_seed(0)
+    model = build("vae", debug=True)
+    path = save_model(model, tmp_path / "tiny-vae.safetensors")
+    sr = model.sample_rate
+    t = np.arange(int(1.5 * sr)) / sr  # longer than the debug model's note
+    sf.write(tmp_path / "in.wav", 0.3 * np.sin(2 * np.pi * 440 * t), sr)
+    m = render(RenderRequest(model=str(path), out=str(tmp_path / "a.wav"), audio=str(tmp_path / "in.wav")))
+    assert m["seconds"] == pytest.approx(model.max_duration, abs=0.01)
+    audio, _ = sf.read(tmp_path / "a.wav")
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    mid = midi_file(tmp_path / "m.mid", [60, 64])
+    m = render(RenderRequest(model=str(path), out=str(tmp_path / "m.wav"), midi=str(mid)))
+    assert m["seconds"] > 0.5

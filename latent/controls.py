@@ -69,18 +69,7 @@ def pca_controls(model: Generator) -> list[ControlSpec]:
     if not bool(model.latent_fitted):
         raise ConfigError(f"{model.kind} model has no fitted latent statistics "
                           f"(run fit_latent_stats on training latents first)")
-    var = model.latent_scale.double() ** 2
-    share = (var / var.sum()).tolist()
-    out = []
-    for k in range(model.latent_dim):
-        low, high = float(model.latent_low[k]), float(model.latent_high[k])
-        out.append(ControlSpec(
-            name=f"pc{k + 1}", low=low, high=high, default=min(max(0.0, low), high),
-            description=f"latent principal component {k + 1}: {100 * share[k]:.1f}% of the latent "
-                        f"variance; range = 1st-99th percentile of the training corpus",
-            unit="sd",
-        ))
-    return out
+    return list(Generator.controls.fget(model))  # the PCA controls, not model extras
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,19 @@ text-model build or thread count cannot change the file.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from latent.text import (MAPPER_SUFFIX, REGISTER_PITCH, TextEncoder, TextMapper, load_mapper,
                          parse_hints, text_to_conditions)
+from studio.progress import counting_bar
 from synth import __version__
 from synth.audio import load, save
 from synth.base import Conditions, Generator
@@ -437,20 +437,6 @@ def read_batch(path: str | Path) -> list[RenderRequest]:
     return requests
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
-    if not enabled:
-        yield lambda _text: None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    with Progress(TextColumn("[bold]render[/bold] {task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task("", total=total)
-        yield lambda text: bar.update(task, advance=1, description=text)
-
-
 def render_batch(path: str | Path, progress: bool = True) -> list[dict[str, Any]]:
     """Render every row of a batch file (`read_batch`) in order; returns their manifests.
 
@@ -459,7 +445,7 @@ def render_batch(path: str | Path, progress: bool = True) -> list[dict[str, Any]
     requests = read_batch(path)
     models = ModelCache()
     manifests = []
-    with _progress(progress, len(requests)) as tick:
+    with counting_bar("render", progress, len(requests)) as tick:
         for i, req in enumerate(requests, 1):
             try:
                 manifests.append(render(req, models=models))

@@ -309,13 +309,16 @@ class Generator(SynthModule):
     @property
     def controls(self) -> list[ControlSpec]:
         """Playable controls: one per PCA component, ranged by the training percentiles."""
+        var = self.latent_scale.double() ** 2
+        share = (var / var.sum()).tolist()
         out = []
         for k in range(self.latent_dim):
             low, high = float(self.latent_low[k]), float(self.latent_high[k])
             out.append(ControlSpec(
                 name=f"pc{k + 1}", low=low, high=high, default=min(max(0.0, low), high),
-                description=f"latent principal component {k + 1} (PCA-normalised; range = "
-                            f"1st-99th percentile of the training corpus)",
+                description=f"latent principal component {k + 1}: {100 * share[k]:.1f}% of the "
+                            f"latent variance; range = 1st-99th percentile of the training corpus",
+                unit="sd",
             ))
         return out
 

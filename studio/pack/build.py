@@ -15,7 +15,6 @@ written atomically, so an interrupted run leaves complete files only.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import inspect
@@ -26,13 +25,14 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import soundfile as sf
 import torch
 
 from latent.interpolate import bilinear, slerp
 from latent.metrics import distance
+from studio.progress import counting_bar
 from synth import __version__
 from synth.audio import lufs_normalize, peak_normalize, resample
 from synth.base import Conditions, Generator
@@ -255,20 +255,6 @@ def _instruments(spec: PackSpec) -> list[_Instrument]:
     return out
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
-    if not enabled:
-        yield lambda _text: None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    with Progress(TextColumn("[bold]pack[/bold] {task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task("", total=total)
-        yield lambda text: bar.update(task, advance=1, description=text)
-
-
 def build_pack(spec: PackSpec, progress: bool = True) -> PackResult:
     """Render `spec` into `spec.out` (see the module docstring)."""
     spec.validate()
@@ -288,7 +274,7 @@ def build_pack(spec: PackSpec, progress: bool = True) -> PackResult:
     dropped: list[str] = []
     slots: dict[str, list[dict[str, Any]]] = {i.name: [] for i in instruments}
     rendered = reused = 0
-    with _progress(progress, total) as tick:
+    with counting_bar("pack", progress, total) as tick:
         for inst in instruments:
             model = inst.model
             base_pca = model.to_pca(inst.latent[None])[0]

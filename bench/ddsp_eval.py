@@ -2,13 +2,18 @@
 
 Sets: held-out notes of training instruments (note split "test") and notes of unseen instruments
 (instrument split "test"), pitched families only. Rows per set:
-- ddsp: encode -> decode with the manifest pitch as f0 and the original's loudness curve;
+- ddsp: encode -> decode with the manifest pitch as f0 and the original's loudness curve, with
+  the loudness lock (one gain per note so the render meets the requested loudness curve, the
+  model's default at inference);
+- ddsp, no loudness lock: the same, the network's raw output level;
 - real vs real: the same instrument and pitch at the neighbouring velocity layer (how far two real
   renderings of one note are apart: a floor the model need not beat);
 - harmonic-only: a 1/k harmonic tone with the same f0 and frame-by-frame RMS as the original
   (what a fixed synth gets; the model should beat it).
 Metrics (latent/metrics/reconstruction.py): median f0 error (cents, torchcrepe tiny, frames
-voiced in both), voicing agreement, loudness L1 (dB), multi-resolution STFT distance, mel L1.
+voiced in both), voicing agreement, loudness L1 (dB), multi-resolution STFT distance, mel L1;
+and "is it the right instrument": the bundled note classifier's GM-family accuracy on each row's
+audio against the note's label (`--classifier`; the originals' own accuracy is the ceiling).
 
     python -m bench.ddsp_eval --model runs/ddsp-gm/model.safetensors --corpus data/gm --n 100
 """
@@ -53,14 +58,15 @@ def neighbour(corpus: Corpus, i: int) -> int | None:
 
 
 @torch.no_grad()
-def resynth(model, audio: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True) -> torch.Tensor:
     n = audio.shape[-1] // model.hop_length * model.hop_length
     audio = audio[:, :n]
     frames = n // model.hop_length
     f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
     ld = model.analyze_loudness(audio)
     z = model.encode(audio)
-    return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0))
+    return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0),
+                            match_loudness=lock)
 
 
 def harmonic_baseline(audio: torch.Tensor, pitch: torch.Tensor, sr: int, hop: int = 64) -> torch.Tensor:
@@ -76,28 +82,41 @@ def harmonic_baseline(audio: torch.Tensor, pitch: torch.Tensor, sr: int, hop: in
     return tone * dsp.upsample_linear(gain[..., None], n)[..., 0]
 
 
-def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16) -> dict[str, dict[str, float]]:
+ROWS = ("ddsp", "ddsp, no loudness lock", "real vs real", "harmonic-only", "original")
+
+
+def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16,
+             classifier=None) -> dict[str, dict[str, float]]:
     sr = corpus.sample_rate
     spec = FeatureSpec(sample_rate=sr)
-    rows: dict[str, dict[str, list[float]]] = {k: {} for k in ("ddsp", "real vs real", "harmonic-only")}
+    rows: dict[str, dict[str, list[float]]] = {k: {} for k in ROWS}
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
         audio = torch.from_numpy(corpus.waveform(idx))
         pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in idx])
         nb = [neighbour(corpus, i) for i in idx]
         real2 = torch.from_numpy(corpus.waveform([j if j is not None else i for i, j in zip(idx, nb)]))
-        outs = {"ddsp": resynth(model, audio, pitch), "real vs real": real2,
-                "harmonic-only": harmonic_baseline(audio, pitch, sr)}
+        outs = {"ddsp": resynth(model, audio, pitch),
+                "ddsp, no loudness lock": resynth(model, audio, pitch, lock=False),
+                "real vs real": real2, "harmonic-only": harmonic_baseline(audio, pitch, sr),
+                "original": audio}
         n = min(o.shape[-1] for o in outs.values())
         ref = audio[:, :n]
         ref_track = pitch_tracks(ref, sr)
+        family = torch.tensor([corpus.notes[i]["family_id"] for i in idx])
         for name, out in outs.items():
             out = out[:, :n]
-            track = pitch_tracks(out, sr)
-            cents, voicing = f0_error_cents(track, ref_track)
-            metrics = {"f0_error_cents": cents, "voicing_agreement": voicing,
-                       "loudness_l1_db": loudness_l1_db(out, ref, sr),
-                       "mrstft": mrstft_distance(out, ref), "mel_l1": mel_l1(out, ref, spec)}
+            metrics = {}
+            if name != "original":
+                track = pitch_tracks(out, sr)
+                cents, voicing = f0_error_cents(track, ref_track)
+                metrics = {"f0_error_cents": cents, "voicing_agreement": voicing,
+                           "loudness_l1_db": loudness_l1_db(out, ref, sr),
+                           "mrstft": mrstft_distance(out, ref), "mel_l1": mel_l1(out, ref, spec)}
+            if classifier is not None:
+                with torch.no_grad():
+                    pred = classifier.family_logits(out, sr).argmax(-1).cpu()
+                metrics["family_accuracy"] = (pred == family).float()
             for key, val in metrics.items():
                 rows[name].setdefault(key, []).extend(val.tolist())
     summary = {}
@@ -114,24 +133,35 @@ def main() -> None:
     ap.add_argument("--corpus", default="data/gm")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--classifier", default="classifier-gm",
+                    help="note classifier for the family-accuracy column ('' to skip)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = load_model(args.model).eval()
+    classifier = None
+    if args.classifier:
+        from synth.catalog import load_named
+
+        classifier = load_named(args.classifier).eval()
     corpus = Corpus.open(args.corpus)
     start = time.perf_counter()
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
-    results = {name: evaluate(model, corpus, idx) for name, idx in sets.items()}
+    results = {name: evaluate(model, corpus, idx, classifier=classifier)
+               for name, idx in sets.items()}
     meta = getattr(model, "checkpoint_meta", {})
     payload = {"model": args.model, "steps": meta.get("steps"), "corpus_hash": corpus.hash,
                "results": results, "seconds": time.perf_counter() - start}
     print("| set | row | f0 error (cents, median) | voicing agreement | loudness L1 (dB) | "
-          "MR-STFT | mel L1 |")
-    print("|---|---|---|---|---|---|---|")
+          "MR-STFT | mel L1 | family accuracy |")
+    print("|---|---|---|---|---|---|---|---|")
+    fmt = lambda m, k, f: format(m[k], f) if k in m else "-"  # noqa: E731
     for set_name, rows in results.items():
         for row, m in rows.items():
-            print(f"| {set_name} | {row} | {m['f0_error_cents']:.1f} | {m['voicing_agreement']:.2f} | "
-                  f"{m['loudness_l1_db']:.2f} | {m['mrstft']:.3f} | {m['mel_l1']:.3f} |")
+            print(f"| {set_name} | {row} | {fmt(m, 'f0_error_cents', '.1f')} | "
+                  f"{fmt(m, 'voicing_agreement', '.2f')} | {fmt(m, 'loudness_l1_db', '.2f')} | "
+                  f"{fmt(m, 'mrstft', '.3f')} | {fmt(m, 'mel_l1', '.3f')} | "
+                  f"{fmt(m, 'family_accuracy', '.2f')} |")
     print(f"wrote {write_result('ddsp_eval', payload)}")
 
 

@@ -30,11 +30,23 @@ torch.set_num_threads(1)
 
 KEYBOARD = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B", "C"]
 N_RANDOM = 8
+#: Default corners when the model has an atlas: the first instrument of each of these families.
+CORNER_FAMILIES = ("guitar", "brass", "organ", "synth lead")
 
 
 @st.cache_resource(max_entries=4, show_spinner="loading model...")
 def get_model(name: str):
     return L.load_generator(name)
+
+
+@st.cache_resource(max_entries=4, show_spinner="loading vocoder...")
+def get_model_with_vocoder(name: str, vocoder: str | None):
+    return L.with_vocoder(get_model(name), vocoder)
+
+
+@st.cache_resource(max_entries=4)
+def get_atlas(name: str):
+    return L.load_atlas_or_none(name)
 
 
 @st.cache_resource(max_entries=4)
@@ -68,15 +80,23 @@ def set_point(model, directions, point: L.Point) -> None:
     ss["duration"], ss["seed"] = float(point.duration), int(point.seed)
 
 
-def init_model_state(name: str, model, directions) -> None:
-    """Fresh per-model state: corner anchors from seeded prior draws, the pad at the centre."""
+def init_model_state(name: str, model, directions, atlas=None) -> None:
+    """Fresh per-model state: corner anchors (corpus instruments of four families when the model
+    has an atlas, else seeded prior draws), the pad at the centre."""
     for key in [k for k in ss if str(k).startswith(("lat_", "ctl_", "dir_", "corner_"))]:
         del ss[key]
     coords = L.random_anchors(model, N_RANDOM, seed=0)
     ss.anchors = {f"random {i + 1}": [float(v) for v in c] for i, c in enumerate(coords)}
+    ss.anchors.update(L.atlas_anchors(model, atlas))
+    picks = [f"random {i + 1}" for i in range(4)]
+    if atlas is not None:
+        chosen = [f"corpus: {atlas.names[atlas.families.index(f)]}" for f in CORNER_FAMILIES
+                  if f in atlas.families]
+        picks = (chosen + [p for p in picks if p not in chosen])[:4]
     for i in range(4):
-        ss[f"corner_{i}"] = f"random {i + 1}"
+        ss[f"corner_{i}"] = picks[i]
     ss.history, ss.trail, ss.variations = L.History(), [], []
+    ss.path, ss.path_result, ss.path_error = [], None, None
     ss.result, ss.result_key, ss.render_error = None, None, None
     ss.pad_x, ss.pad_y = 0.5, 0.5
     ss.setdefault("pitch", 60)
@@ -125,6 +145,20 @@ def on_use_point(model, directions, point: L.Point) -> None:
     set_point(model, directions, point)
 
 
+def on_add_waypoint() -> None:
+    ss.path.append((float(ss.pad_x), float(ss.pad_y)))
+    ss.path_result = None
+
+
+def on_trail_as_path() -> None:
+    ss.path = list(ss.trail[-12:])
+    ss.path_result = None
+
+
+def on_clear_path() -> None:
+    ss.path, ss.path_result, ss.path_error = [], None, None
+
+
 def on_key(midi: int) -> None:
     ss["pitch"] = min(max(int(midi), 0), 127)
 
@@ -137,6 +171,17 @@ def do_render(model, directions, point: L.Point) -> None:
     except Exception as err:  # shown inline; the session keeps going
         ss.result, ss.render_error = None, f"render failed: {type(err).__name__}: {err}"
     ss.result_key = point.key()
+
+
+def vocoder_picker(model) -> str | None:
+    choices = L.vocoder_choices(model)
+    if not choices:
+        return None
+    if ss.get("vocoder") not in choices:
+        ss["vocoder"] = choices[0]
+    st.sidebar.selectbox("vocoder (mel to audio)", choices, key="vocoder",
+                         help="the mel-domain generator's mel goes through this vocoder")
+    return ss["vocoder"]
 
 
 def sidebar(entries):
@@ -215,8 +260,8 @@ def pad_panel(model, directions) -> None:
     left, right = st.columns([1, 1.4])
     with left:
         names = [ss[f"corner_{i}"] for i in range(4)]
-        st.image(L.pad_picture(corners(model), names, ss.pad_x, ss.pad_y, ss.trail),
-                 caption="corners and the current point")
+        st.image(L.pad_picture(corners(model), names, ss.pad_x, ss.pad_y, ss.trail, ss.path),
+                 caption="corners, the point, its trail (grey) and the path (green)")
     with right:
         st.slider("x (left -> right)", 0.0, 1.0, step=0.01, key="pad_x",
                   on_change=on_pad_change, args=(model, directions))
@@ -235,6 +280,49 @@ def pad_panel(model, directions) -> None:
         octave = (base + i) // 12 - 1
         col.button(f"{label}{octave}", key=f"key_{i}", on_click=on_key, args=(base + i,),
                    help=f"audition MIDI {base + i}", disabled=base + i > 127)
+
+
+def path_panel(model, directions, point: L.Point) -> None:
+    with st.expander(f"morph path ({len(ss.path)} points)", expanded=bool(ss.path)):
+        st.caption("Move the pad and add its point to the path (or take the trail of your last "
+                   "moves); the path renders as one evolving sound through every point.")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.button("add pad point to path", key="path_add", on_click=on_add_waypoint)
+        c2.button("use my trail as the path", key="path_trail", on_click=on_trail_as_path,
+                  disabled=len(ss.trail) < 2)
+        c3.button("clear path", key="path_clear", on_click=on_clear_path, disabled=not ss.path)
+        seconds = c4.number_input("path length (s)", 0.5, 16.0, 4.0, step=0.5, key="path_seconds")
+        if st.button("render path", key="path_render", disabled=len(ss.path) < 2):
+            try:
+                with st.spinner("rendering the path..."):
+                    ss.path_result = L.render_pad_path(model, corners(model), ss.path, point,
+                                                       directions, seconds=float(seconds))
+                ss.path_error = None
+            except Exception as err:  # shown inline; the session keeps going
+                ss.path_result, ss.path_error = None, f"path failed: {type(err).__name__}: {err}"
+        if ss.path_error:
+            st.error(ss.path_error)
+        res = ss.path_result
+        if res is not None:
+            st.caption(f"path: {len(ss.path)} points, {len(res.audio) / res.sample_rate:.2f} s, "
+                       f"rendered in {res.latency_ms:.0f} ms")
+            st.audio(res.wav, format="audio/wav")
+            for w in res.warnings:
+                st.warning(w)
+            st.image(res.picture, caption="the path: waveform and log-mel spectrogram")
+            st.download_button("download path (.wav)", res.wav, file_name="path.wav",
+                               mime="audio/wav", key="path_download")
+
+
+def latent_map_panel(model, atlas, point: L.Point) -> None:
+    with st.expander("latent map", expanded=False):
+        names = [ss[f"corner_{i}"] for i in range(4)]
+        path = [L.pad_coords(corners(model), x, y).tolist() for x, y in ss.path]
+        st.image(L.latent_map_picture(model, atlas, ss.anchors, names, point.coords, path),
+                 caption=("corpus instruments (mean latent of their training notes), the four "
+                          "corners, the current point (red) and the path (green), in the first "
+                          "two PCA coordinates") if atlas is not None else
+                 "this model has no instrument atlas: corners, point and path only")
 
 
 def controls_panel(model, directions) -> None:
@@ -358,12 +446,21 @@ def main() -> None:
     try:
         model = get_model(entry.name)
         directions, sidecar_error = get_directions(entry.name)
+        atlas, atlas_error = get_atlas(entry.name)
     except Exception as err:
         st.error(f"cannot load {entry.name}: {type(err).__name__}: {err}")
         st.stop()
+    vocoder = vocoder_picker(model)
+    if vocoder is not None:
+        try:
+            model = get_model_with_vocoder(entry.name, vocoder)
+        except Exception as err:
+            st.sidebar.error(f"vocoder {vocoder} not usable: {type(err).__name__}: {err}")
     if ss.get("loaded_model") != entry.name:
-        init_model_state(entry.name, model, directions)
+        init_model_state(entry.name, model, directions, atlas)
     model_manager(entry, model, directions, sidecar_error)
+    if atlas_error:
+        st.sidebar.warning(f"instrument atlas not used: {atlas_error}")
     anchors_panel(model, directions)
     snapshots_panel(model, directions)
     st.title("timbre morphing")
@@ -371,6 +468,8 @@ def main() -> None:
     controls_panel(model, directions)
     point = current_point(model, directions)
     output_panel(model, directions, point)
+    path_panel(model, directions, point)
+    latent_map_panel(model, atlas, point)
     variations_panel(model, directions, point)
     pack_panel(model, directions, point)
 

@@ -99,6 +99,45 @@ def load_directions_or_none(name: str) -> tuple[dict[str, Any], str | None]:
         return {}, str(err)
 
 
+def load_atlas_or_none(name: str) -> tuple[Any, str | None]:
+    """The instrument atlas of model `name` (None when it has no sidecar) and a message when a
+    sidecar exists but cannot be used (other weights, corrupt)."""
+    from latent.atlas import AtlasError, atlas_path, load_atlas
+
+    if not atlas_path(name).exists():
+        return None, None
+    try:
+        return load_atlas(name), None
+    except AtlasError as err:
+        return None, str(err)
+
+
+def vocoder_choices(model: Generator) -> list[str]:
+    """Vocoders a mel-domain generator can use: its configured one first, Griffin-Lim, then every
+    catalog vocoder; [] for generators that make audio directly."""
+    own = getattr(model.config, "vocoder", None)
+    if not own:
+        return []
+    out = [own]
+    for name in ["griffinlim", *vocoder_names()]:
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def with_vocoder(model: Generator, vocoder: str | None) -> Generator:
+    """A mel-domain generator that decodes through `vocoder` (catalog name, path or
+    "griffinlim"). The cached model is shared by every session, so this returns a shallow copy
+    with its own vocoder (weights shared); the model itself when nothing changes."""
+    own = getattr(model.config, "vocoder", None)
+    if not own or not vocoder or vocoder == own:
+        return model
+    other = copy.copy(model)
+    object.__setattr__(other, "_vocoder", None)
+    other.attach_vocoder(model._load_vocoder(vocoder))
+    return other
+
+
 def model_info(model: Generator, entry_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """What the model manager shows: kind, rate, latent size, trained pitch range, corpus."""
     meta = entry_meta or {}
@@ -203,6 +242,15 @@ def encode_upload(model: Generator, data: bytes, filename: str) -> torch.Tensor:
     return clamp_coords(model, model.to_pca(z)[0].float())
 
 
+def atlas_anchors(model: Generator, atlas: Any) -> dict[str, list[float]]:
+    """{"corpus: NAME": PCA coordinates} for every instrument of the atlas, clamped to the
+    slider reach."""
+    if atlas is None:
+        return {}
+    coords = clamp_coords(model, atlas.coords(model))
+    return {f"corpus: {n}": [float(v) for v in c] for n, c in zip(atlas.names, coords)}
+
+
 # -- rendering ----------------------------------------------------------------------------------
 @dataclass
 class Point:
@@ -304,6 +352,93 @@ def render_point(model: Generator, point: Point, directions: dict[str, Any] | No
     return RenderResult(audio.numpy(), sr, wav, pic, latency, peak, warnings)
 
 
+def render_pad_path(model: Generator, corners: torch.Tensor, waypoints: list[tuple[float, float]],
+                    point: Point, directions: dict[str, Any] | None = None,
+                    seconds: float | None = None, segments_per_second: float = 6.0
+                    ) -> RenderResult:
+    """Render a path drawn across the pad as one evolving sound.
+
+    Each waypoint (x, y) becomes the bilinear mix of the corners, moved along the point's
+    semantic amounts; `latent.interpolate.render_path` travels through them evenly by arc length
+    (inside one note for temporal latents, otherwise as equal-power crossfaded renders, about
+    `segments_per_second` per second). The note (pitch, velocity, seed) is the point's; the
+    length is `seconds` (default: the point's duration). Non-latent synthesis controls are not
+    applied along a path.
+    """
+    from latent.interpolate import render_path
+    from synth.audio import to_wav_bytes
+
+    if len(waypoints) < 2:
+        raise SynthStudioError("a path needs at least two points: add points to the path first")
+    directions = directions or {}
+    seconds = float(seconds or point.duration)
+    latents = []
+    for x, y in waypoints:
+        p = copy.deepcopy(point)
+        p.coords = pad_coords(corners, x, y).tolist()
+        latents.append(point_latent(model, p, directions))
+    z = torch.stack(latents)
+    cond = Conditions.note(float(point.pitch), float(point.velocity), duration=seconds)
+    segments = max(len(waypoints), int(round(seconds * segments_per_second)))
+    with _lock(model), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(point.seed))
+        start = time.perf_counter()
+        audio = render_path(model, z, cond, seconds, segments=segments).detach().float().cpu()
+        latency = (time.perf_counter() - start) * 1000.0
+    if audio.numel() == 0 or not torch.isfinite(audio).all():
+        raise SynthStudioError(f"{model.kind} produced unusable audio along the path")
+    sr = int(model.sample_rate)
+    peak = float(audio.abs().max())
+    warnings = [w for w in point_warnings(model, point) if w.startswith("pitch")]
+    if peak > 1.0:
+        warnings.append(f"the sound clips (peak {peak:.2f}); the player hears it hard-clipped")
+    return RenderResult(audio.numpy(), sr, to_wav_bytes(audio.clamp(-1.0, 1.0), sr),
+                        sound_picture(audio, sr), latency, peak, warnings)
+
+
+def latent_map_picture(model: Generator, atlas: Any, anchors: dict[str, list[float]],
+                       corner_names: list[str], current: list[float],
+                       path: list[list[float]] | None = None) -> bytes:
+    """PNG: the first two PCA coordinates of every atlas instrument (coloured by family), the
+    four corner anchors, the current point and the path's waypoints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.0), constrained_layout=True)
+    dims = min(2, model.latent_dim)
+    if atlas is not None and len(atlas):
+        xy = atlas.coords(model)[:, :dims].numpy()
+        if dims == 1:
+            xy = np.column_stack([xy[:, 0], np.zeros(len(xy))])
+        families = sorted(set(atlas.families))
+        cmap = plt.get_cmap("tab20")
+        for k, fam in enumerate(families):
+            sel = [i for i, f in enumerate(atlas.families) if f == fam]
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k % 20), label=fam, alpha=0.8)
+        ax.legend(fontsize=6, ncol=2, loc="best", frameon=False, markerscale=0.8)
+
+    def _xy(c: list[float]) -> tuple[float, float]:
+        return float(c[0]), float(c[1]) if dims > 1 else 0.0
+
+    for name in corner_names:
+        if name in anchors:
+            cx, cy = _xy(anchors[name])
+            ax.scatter([cx], [cy], s=70, marker="s", color="#444", zorder=3)
+            ax.annotate(name.split(": ")[-1][:16], (cx, cy), textcoords="offset points",
+                        xytext=(4, 4), fontsize=6)
+    if path:
+        px, py = zip(*[_xy(c) for c in path])
+        ax.plot(px, py, "-o", color="#2da44e", lw=1.2, ms=3, zorder=3, label="path")
+    cx, cy = _xy(current)
+    ax.scatter([cx], [cy], s=110, color="#e5534b", zorder=4)
+    ax.set_xlabel("pc1 (training-corpus sd)")
+    ax.set_ylabel("pc2 (training-corpus sd)" if dims > 1 else "")
+    ax.set_title("latent map: corpus instruments, corners, point, path", fontsize=9)
+    return _png(fig)
+
+
 def sound_picture(audio: torch.Tensor, sample_rate: int) -> bytes:
     """PNG bytes: waveform above a log-mel spectrogram (synth.features.LogMel)."""
     import matplotlib
@@ -336,8 +471,10 @@ def sound_picture(audio: torch.Tensor, sample_rate: int) -> bytes:
 
 
 def pad_picture(corners: torch.Tensor, names: list[str], x: float, y: float,
-                trail: list[tuple[float, float]] | None = None) -> bytes:
-    """PNG of the pad: the four corner anchors, the trail of committed points and the point."""
+                trail: list[tuple[float, float]] | None = None,
+                path: list[tuple[float, float]] | None = None) -> bytes:
+    """PNG of the pad: the four corner anchors, the trail of committed points, the drawn path
+    (green, numbered waypoints) and the point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,6 +489,12 @@ def pad_picture(corners: torch.Tensor, names: list[str], x: float, y: float,
     if trail:
         tx, ty = zip(*trail[-20:])
         ax.plot(tx, ty, "-", color="#bbb", lw=1)
+    if path:
+        px, py = zip(*path)
+        ax.plot(px, py, "-o", color="#2da44e", lw=1.5, ms=4, zorder=2)
+        for k, (wx, wy) in enumerate(path):
+            ax.annotate(str(k + 1), (wx, wy), textcoords="offset points", xytext=(4, 3),
+                        fontsize=6, color="#2da44e")
     ax.scatter([x], [y], s=120, color="#e5534b", zorder=3)
     ax.set_xlim(-0.15, 1.15)
     ax.set_ylim(1.2, -0.2)  # screen coordinates: y grows downwards

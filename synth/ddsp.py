@@ -50,6 +50,10 @@ class DDSPConfig:
     loudness_n_fft: int = 1024
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
     adsr: tuple[float, float, float, float] = (0.01, 0.3, -6.0, 0.3)
+    #: Inference only: scale each rendered note so its A-weighted loudness meets the requested
+    #: loudness curve (`loudness_gain_db`); training never applies it.
+    loudness_lock: bool = True
+    loudness_lock_range_db: float = 40.0
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -162,10 +166,16 @@ class DDSPGenerator(Generator):
         dist = dist + self._tilt(controls)
         harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate)
         mags = dsp.noise_controls(noise)
-        if controls:
-            harm = harm._replace(amplitude=harm.amplitude * 10 ** (controls.get("harmonic_db", 0.0) / 20))
-            mags = mags * 10 ** (controls.get("noise_db", 0.0) / 20)
+        gh, gn = self._part_gains(controls)
+        if gh != 1.0 or gn != 1.0:
+            harm = harm._replace(amplitude=harm.amplitude * gh)
+            mags = mags * gn
         return harm, mags
+
+    @staticmethod
+    def _part_gains(controls: dict[str, float] | None) -> tuple[float, float]:
+        c = controls or {}
+        return 10 ** (c.get("harmonic_db", 0.0) / 20), 10 ** (c.get("noise_db", 0.0) / 20)
 
     def _tilt(self, controls: dict[str, float] | None) -> torch.Tensor | float:
         """Brightness control: dB per octave added to the harmonic distribution (in log space)."""
@@ -184,6 +194,15 @@ class DDSPGenerator(Generator):
         At a higher output rate the harmonics stay limited to the training band (the distribution
         was only ever trained below the model's Nyquist), and the noise filter covers that band.
         """
+        harmonic, noise = self.get_parts(harm, noise_mags, n_samples, sample_rate, generator)
+        dry = harmonic + noise
+        wet = self._reverb(dry, sample_rate or self.sample_rate) - dry
+        return dry + reverb_mix * wet
+
+    def get_parts(self, harm: dsp.HarmonicControls, noise_mags: torch.Tensor, n_samples: int,
+                  sample_rate: int | None = None, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Controls -> (harmonic, filtered noise), each (B, n_samples), before the reverb."""
         sr = sample_rate or self.sample_rate
         dist = harm.distribution
         if sr != self.sample_rate:
@@ -197,9 +216,7 @@ class DDSPGenerator(Generator):
             extra = noise_mags.new_zeros(*noise_mags.shape[:2], n_bands - noise_mags.shape[-1])
             noise_mags = torch.cat([noise_mags, extra], dim=-1)
         noise = filtered_noise(noise_mags, padded, generator=generator)[:, :n_samples]
-        dry = harmonic + noise
-        wet = self._reverb(dry, sr) - dry
-        return dry + reverb_mix * wet
+        return harmonic, noise
 
     def _reverb(self, audio: torch.Tensor, sr: int) -> torch.Tensor:
         if sr == self.sample_rate:
@@ -213,15 +230,57 @@ class DDSPGenerator(Generator):
     def synthesize(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, z: torch.Tensor,
                    n_samples: int | None = None, sample_rate: int | None = None,
                    controls: dict[str, float] | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """Frame-rate f0 (B, F), loudness (B, F) and z ((B, D) or (B, F, D)) -> (B, T) audio."""
+                   generator: torch.Generator | None = None,
+                   match_loudness: bool | None = None) -> torch.Tensor:
+        """Frame-rate f0 (B, F), loudness (B, F) and z ((B, D) or (B, F, D)) -> (B, T) audio.
+
+        `match_loudness` (default: `config.loudness_lock`) scales each item by one gain so that
+        the note, rendered with the default gains and reverb, meets `loudness_db`
+        (`loudness_gain_db`); `harmonic_db`, `noise_db` and `reverb_mix` then move the level
+        relative to that. One gain per note keeps the model's own envelope and dynamics.
+        """
         if z.ndim == 2:
             z = z[:, None, :].expand(-1, f0_hz.shape[1], -1)
         sr = sample_rate or self.sample_rate
         n = n_samples or int(round(f0_hz.shape[1] * sr / self.config.frame_rate))
-        harm, mags = self.get_controls(f0_hz, loudness_db, z, controls)
+        lock = self.config.loudness_lock if match_loudness is None else bool(match_loudness)
         mix = (controls or {}).get("reverb_mix", 1.0)
-        return self.get_signal(harm, mags, n, sr, reverb_mix=mix, generator=generator)
+        if not lock:
+            harm, mags = self.get_controls(f0_hz, loudness_db, z, controls)
+            return self.get_signal(harm, mags, n, sr, reverb_mix=mix, generator=generator)
+        gain_controls = {k: v for k, v in (controls or {}).items()
+                         if k not in ("harmonic_db", "noise_db")}
+        harm, mags = self.get_controls(f0_hz, loudness_db, z, gain_controls)
+        harmonic, noise = self.get_parts(harm, mags, n, sr, generator)
+        gh, gn = self._part_gains(controls)
+        plain = self._reverb(harmonic + noise, sr)                 # default gains, full reverb
+        gain = 10 ** (self.loudness_gain_db(plain, loudness_db, sr) / 20)[:, None]
+        if gh == 1.0 and gn == 1.0 and mix == 1.0:
+            return plain * gain
+        dry = gh * harmonic + gn * noise
+        wet = self._reverb(dry, sr) - dry
+        return (dry + mix * wet) * gain
+
+    def loudness_gain_db(self, audio: torch.Tensor, target_db: torch.Tensor,
+                         sample_rate: int | None = None) -> torch.Tensor:
+        """(B, T) audio and its requested (B, F) loudness -> (B,) gain in dB: the median of
+        (requested - measured) A-weighted loudness over the frames within
+        `config.loudness_lock_range_db` of the requested peak (0 where none are), within +-40 dB.
+        """
+        sr = sample_rate or self.sample_rate
+        hop = sr // self.config.frame_rate if sr % self.config.frame_rate == 0 else \
+            max(1, round(sr / self.config.frame_rate))
+        n_fft = max(hop, int(round(self.config.loudness_n_fft * sr / self.sample_rate)))
+        measured = loudness(audio.detach(), sr, hop_length=hop, n_fft=n_fft)
+        f = min(measured.shape[1], target_db.shape[1])
+        measured, target = measured[:, :f], target_db[:, :f].to(measured)
+        active = (target > target.amax(1, keepdim=True) - self.config.loudness_lock_range_db) \
+            & (target > LOUDNESS_FLOOR_DB + 1) & (measured > LOUDNESS_FLOOR_DB + 1)
+        out = torch.zeros(audio.shape[0], device=audio.device, dtype=audio.dtype)
+        for i in range(audio.shape[0]):
+            if active[i].any():
+                out[i] = (target[i] - measured[i])[active[i]].median()
+        return out.clamp(-40.0, 40.0)
 
     # -- the Generator contract ---------------------------------------------------------------
     def note_curves(self, cond: Conditions, n_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +373,7 @@ class DDSPGenerator(Generator):
         z = self.encode_frames(audio)
         if self.config.z_mode == "global":
             z = self._pool(z, ld)
-        recon = self.synthesize(f0, ld, z, n_samples=n)
+        recon = self.synthesize(f0, ld, z, n_samples=n, match_loudness=False)
         sizes = tuple(s for s in self.config.fft_sizes if s <= n)
         return {"recon/mss": multiscale_spectral_loss(recon, audio, fft_sizes=sizes)}
 

@@ -45,12 +45,36 @@ def progress_bar(label: str, unit: str = "notes") -> tuple[Progress, callable]:
     return bar, update
 
 
-def finish(out: Path, report: dict, verify: int, model: str) -> None:
+def run_survey(out: Path) -> dict:
+    """The per-note pitch survey (synth.data.verify.survey_pitch) written into the manifest;
+    skipped when every pitched note already carries `pitch_ok`."""
+    import numpy as np
+
+    from synth.data.corpus import Corpus, update_manifest
+    from synth.data.verify import off_key_instruments, pitched_indices, survey_pitch
+
+    corpus = Corpus.open(out)
+    pitched = pitched_indices(corpus)
+    if pitched and all(corpus.notes[i].get("pitch_ok") is not None for i in pitched):
+        done = [corpus.notes[i]["pitch_ok"] for i in pitched]
+        return {"pitched": len(pitched), "within": sum(done), "off_key": len(done) - sum(done),
+                "reused": True, "off_key_instruments": off_key_instruments(corpus, 10)}
+    bar, update = progress_bar("pitch survey (torchcrepe tiny, misses re-measured by full)")
+    with bar:
+        res = survey_pitch(corpus, progress=update)
+    cents = [None if not np.isfinite(c) else round(float(c), 1) for c in res.pop("cents")]
+    corpus = update_manifest(out, {"pitch_cents": cents, "pitch_ok": list(res.pop("ok"))})
+    res["off_key_instruments"] = off_key_instruments(corpus, 10)
+    return res
+
+
+def finish(out: Path, report: dict, verify: int, model: str, survey: bool = False) -> None:
     from synth.data.corpus import Corpus
     from synth.data.info import write_card
     from synth.data.verify import verify_levels, verify_pitch
     from synth.fileio import atomic_write_text
 
+    survey_res = run_survey(out) if survey else None
     corpus = Corpus.open(out)
     previous = out / "build_report.json"
     if report.get("up_to_date") and previous.exists():  # keep the build's own figures
@@ -59,6 +83,8 @@ def finish(out: Path, report: dict, verify: int, model: str) -> None:
         except (OSError, json.JSONDecodeError):
             pass
     checks = {"levels": verify_levels(corpus)}
+    if survey_res is not None:
+        checks["survey"] = survey_res
     if verify > 0:
         with console.status(f"checking the pitch of {verify} notes with torchcrepe ({model})"):
             checks["pitch"] = verify_pitch(corpus, n=verify, model=model)
@@ -74,6 +100,19 @@ def finish(out: Path, report: dict, verify: int, model: str) -> None:
         console.print(f"pitch check: {p['within']}/{p['voiced']} voiced notes within "
                       f"{p['tolerance_cents']:g} cents (median |error| {p['median_abs_cents']:.1f} "
                       "cents)")
+        if p.get("on_key_voiced") is not None:
+            console.print(f"  of them marked on key by the survey: {p['on_key_within']}/"
+                          f"{p['on_key_voiced']} within {p['tolerance_cents']:g} cents; "
+                          f"{p['flagged_off_key']} sampled notes are marked off key")
+    if survey_res is not None:
+        sv = survey_res
+        console.print(f"pitch survey: {sv['within']}/{sv['pitched']} pitched notes sound within "
+                      f"25 cents of their key; {sv['off_key']} marked pitch_ok=false"
+                      + (" (from the manifest)" if sv.get("reused") else ""))
+        worst = ", ".join(f"{r['instrument']} {r['off_key']}/{r['of']}"
+                          for r in sv["off_key_instruments"][:5])
+        if worst:
+            console.print(f"  most off-key instruments: {worst}")
     console.print(f"card: {card}  plot: {png}")
 
 
@@ -93,6 +132,8 @@ def build_soundfont_cmd(
     workers: Optional[int] = typer.Option(None, help="Processes (default: all cores)."),
     seed: int = typer.Option(0, help="Split seed."),
     verify: int = typer.Option(200, help="Notes to pitch-check with torchcrepe (0: skip)."),
+    survey: bool = typer.Option(True, help="Measure every pitched note's sounding pitch and "
+                                "mark off-key notes pitch_ok=false in the manifest."),
     keep_shards: bool = typer.Option(False, help="Keep per-program shards after the build."),
 ) -> None:
     """Render NSynth-style notes from a General MIDI SoundFont through FluidSynth."""
@@ -111,7 +152,7 @@ def build_soundfont_cmd(
     else:
         console.print(f"rendered {report['rendered_now']} notes in {report['render_seconds']:.1f} s "
                       f"with {report['workers']} workers; dropped {report['silent']} silent notes")
-    finish(out, report, verify, "tiny")
+    finish(out, report, verify, "tiny", survey=survey)
 
 
 @data_app.command("info")

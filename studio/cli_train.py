@@ -41,6 +41,9 @@ def train(
     all_instruments: bool = typer.Option(False, help="Also train on held-out instruments."),
     gain_db: Optional[str] = typer.Option(None, help="Random gain range, e.g. -6,0."),
     pitch_shift: float = typer.Option(0.0, help="Random pitch shift, +- semitones."),
+    on_key: bool = typer.Option(False, help="Skip notes the corpus pitch survey marks off key."),
+    init: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights "
+                                        "(fine-tuning; same kind and config)."),
     checkpoint_every: int = typer.Option(500), log_every: int = typer.Option(50),
     num_workers: int = typer.Option(0), seed: int = typer.Option(0),
     device: str = typer.Option("auto"), amp: bool = typer.Option(False),
@@ -58,7 +61,8 @@ def train(
     recipe = Recipe(kind=kind, corpus=str(corpus), model_config=_model_config(config),
                     instrument_split=None if all_instruments else "train",
                     families=[f.strip() for f in families.split(",")] if families else None,
-                    crop_seconds=crop_seconds or None, gain_db=gains, pitch_shift=pitch_shift)
+                    crop_seconds=crop_seconds or None, gain_db=gains, pitch_shift=pitch_shift,
+                    on_key=on_key, init=str(init) if init else None)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip or None,
                       schedule=schedule, warmup_steps=warmup_steps, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every,

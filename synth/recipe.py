@@ -39,6 +39,10 @@ class Recipe:
     gain_db: tuple[float, float] | None = None
     pitch_shift: float = 0.0
     stats_notes: int = 2000
+    #: Keep only notes the corpus pitch survey found on their key (`pitch_ok` not false).
+    on_key: bool = False
+    #: Start from the weights of this checkpoint (same kind, same shapes): fine-tuning.
+    init: str | None = None
 
 
 def crop_length(model: Any, seconds: float | None, sample_rate: int) -> float | None:
@@ -58,13 +62,15 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     corpus = Corpus.open(recipe.corpus)
     seed_everything(train.seed)
     model = build(recipe.kind, recipe.model_config or None)
+    if recipe.init:
+        init_weights(model, recipe.init)
     if model.sample_rate != corpus.sample_rate:
         raise ConfigError(f"{recipe.kind} runs at {model.sample_rate} Hz but the corpus "
                           f"{recipe.corpus} is {corpus.sample_rate} Hz")
     augment = Augment(gain_db=recipe.gain_db, pitch_shift=recipe.pitch_shift)
     dataset = NoteDataset(corpus, recipe.split, recipe.instrument_split,
                           crop_length(model, recipe.crop_seconds, corpus.sample_rate),
-                          augment=augment, families=recipe.families)
+                          augment=augment, families=recipe.families, on_key=recipe.on_key)
     result = Trainer(model, dataset, train).fit()
     if int(os.environ.get("RANK", "0")) == 0:
         model = model.cpu().eval()
@@ -77,10 +83,28 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     return result
 
 
+def init_weights(model: torch.nn.Module, path: str) -> None:
+    """Copy the weights (and buffers) of checkpoint `path` into `model`: the same kind and every
+    tensor the same shape, else a ConfigError naming the first mismatch."""
+    from synth.checkpoint import load_model
+
+    source = load_model(path)
+    if source.kind != model.kind:
+        raise ConfigError(f"--init {path} is a {source.kind} model, not {model.kind}")
+    ours, theirs = model.state_dict(), source.state_dict()
+    for name, tensor in ours.items():
+        if name not in theirs or theirs[name].shape != tensor.shape:
+            got = tuple(theirs[name].shape) if name in theirs else "missing"
+            raise ConfigError(f"--init {path}: {name} is {got}, the model needs "
+                              f"{tuple(tensor.shape)} (use the checkpoint's --config)")
+    model.load_state_dict(theirs, strict=False)
+
+
 @torch.no_grad()
 def fit_generator_stats(model: Generator, corpus: Corpus, recipe: Recipe, batch: int = 32) -> None:
     """Encode up to `recipe.stats_notes` training notes; fit latent (and model) statistics."""
-    ds = NoteDataset(corpus, recipe.split, recipe.instrument_split, families=recipe.families)
+    ds = NoteDataset(corpus, recipe.split, recipe.instrument_split, families=recipe.families,
+                     on_key=recipe.on_key)
     step = max(1, len(ds) // recipe.stats_notes)
     picks = list(range(0, len(ds), step))[:recipe.stats_notes]
     latents, items = [], []

@@ -215,3 +215,105 @@ def test_cli_has_app_command():
 
     result = CliRunner().invoke(app, ["app", "--help"])
     assert result.exit_code == 0 and "Streamlit" in result.output
+
+
+# -- corpus anchors, the latent map, paths, vocoders ------------------------------------------------
+def test_corpus_instruments_are_anchors_and_the_latent_map_shows(at):
+    from latent.atlas import atlas_path
+
+    if not atlas_path(MODEL).exists():
+        pytest.skip("the bundled model has no atlas")
+    corpus = [k for k in at.session_state.anchors if k.startswith("corpus: ")]
+    assert len(corpus) >= 16
+    assert all(at.session_state[f"corner_{i}"].startswith("corpus: ") for i in range(4))
+    options = at.selectbox(key="corner_0").options
+    assert set(corpus) <= set(options)
+    target = corpus[-1]
+    at.selectbox(key="corner_0").set_value(target).run()
+    at.slider(key="pad_x").set_value(0.0).run()
+    at.slider(key="pad_y").set_value(0.0).run()
+    got = [at.session_state[f"lat_pc{k}"] for k in range(1, 17)]
+    assert got == pytest.approx(at.session_state.anchors[target], abs=2e-3)
+    assert not at.exception and not at.error
+    captions = " ".join(str(getattr(i, "caption", "")) for i in at.get("imgs"))
+    assert "corpus instruments" in captions or len(at.get("imgs")) >= 3
+
+
+def test_drawn_path_renders_as_one_sound(at):
+    at.slider(key="pad_x").set_value(0.0).run()
+    at.slider(key="pad_y").set_value(0.0).run()
+    at.button(key="path_add").click().run()
+    at.slider(key="pad_x").set_value(1.0).run()
+    at.button(key="path_add").click().run()
+    at.slider(key="pad_y").set_value(1.0).run()
+    at.button(key="path_add").click().run()
+    assert at.session_state.path == [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]
+    at.number_input(key="path_seconds").set_value(2.0).run()
+    at.button(key="path_render").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    res = at.session_state.path_result
+    assert res is not None and len(res.audio) == 2 * res.sample_rate
+    assert len(at.get("download_button")) >= 1
+    at.button(key="path_clear").click().run()
+    assert at.session_state.path == [] and at.session_state.path_result is None
+    at.button(key="path_add").click().run()
+    assert at.button(key="path_render").disabled  # one point is not a path
+    assert at.session_state.path_result is None and not at.exception
+
+
+def test_path_starts_at_its_first_point_and_ends_at_its_last(model):
+    """A two-point path is the first point's note at its start and the last point's at its end
+    (equal-power fades: the gains there are 1 and 0)."""
+    corners = L.random_anchors(model, 4, seed=1)
+    point = L.Point(coords=[0.0] * model.latent_dim, pitch=60, velocity=100, duration=1.0)
+    res = L.render_pad_path(model, corners, [(0.0, 0.0), (1.0, 1.0)], point, seconds=1.0)
+    sr = res.sample_rate
+    assert len(res.audio) == sr and res.picture[:4] == b"\x89PNG" and res.wav[:4] == b"RIFF"
+
+    def note(x, y):
+        p = L.Point(coords=L.pad_coords(corners, x, y).tolist(), pitch=60, velocity=100,
+                    duration=1.0)
+        z = L.point_latent(model, p, {})
+        with torch.no_grad():
+            return model.decode(z[None], L.Conditions.note(60.0, 100.0, duration=1.0))[0].numpy()
+
+    first, last = note(0.0, 0.0), note(1.0, 1.0)
+    head, tail = slice(0, sr // 50), slice(sr - sr // 5, sr - sr // 10)
+    err = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
+    assert err(res.audio[head], first[head]) < 0.02
+    assert err(res.audio[tail], last[tail]) < 0.5 * err(res.audio[tail], first[tail])
+    with pytest.raises(L.SynthStudioError, match="two points"):
+        L.render_pad_path(model, corners, [(0.5, 0.5)], point)
+
+
+def test_latent_map_picture_without_and_with_an_atlas(model):
+    from latent.atlas import Atlas
+
+    anchors = {f"a{i}": [float(i)] * model.latent_dim for i in range(4)}
+    names = list(anchors)
+    plain = L.latent_map_picture(model, None, anchors, names, [0.0] * model.latent_dim)
+    atlas = Atlas(["x", "y"], ["guitar", "organ"], [24, 16],
+                  torch.randn(2, model.latent_dim), [3, 3])
+    rich = L.latent_map_picture(model, atlas, anchors, names, [0.0] * model.latent_dim,
+                                path=[[0.0] * model.latent_dim, [1.0] * model.latent_dim])
+    assert plain[:4] == rich[:4] == b"\x89PNG" and plain != rich
+
+
+def test_vocoder_choice_for_a_mel_generator(tmp_path, monkeypatch):
+    from synth.checkpoint import save_model
+    from synth.registry import build
+
+    monkeypatch.setenv("SYNTHSTUDIO_MODELS", str(tmp_path))
+    torch.manual_seed(0)
+    vae = build("vae", debug=True).eval()
+    save_model(build("istft", debug=True), tmp_path / "tiny-istft.safetensors")
+    assert L.vocoder_choices(vae)[:2] == ["griffinlim", "tiny-istft"]
+    assert L.vocoder_choices(L.load_generator(MODEL)) == []  # DDSP makes audio itself
+    other = L.with_vocoder(vae, "tiny-istft")
+    assert other is not vae and other.vocoder.kind == "istft" and vae.vocoder.kind == "griffinlim"
+    assert L.with_vocoder(vae, "griffinlim") is vae
+    z = torch.zeros(1, vae.latent_dim)
+    cond = L.Conditions.note(60.0, 100.0, duration=0.5)
+    with torch.no_grad():
+        a, b = vae.decode(z, cond), other.decode(z, cond)
+    assert a.shape == b.shape and not torch.allclose(a, b)

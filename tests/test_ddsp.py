@@ -69,6 +69,38 @@ def test_harmonic_and_noise_gains(model):
     assert 10 * math.log10(float(base / quiet)) == pytest.approx(24.0, abs=0.5)
 
 
+@pytest.mark.parametrize("rate", [8000, 48000])
+def test_loudness_lock_meets_the_requested_loudness(model, rate):
+    """With the lock, a render's A-weighted loudness meets the requested curve over the note's
+    active frames (one gain per note, so the median gap is ~0 and the envelope is the model's);
+    without it the untrained debug model is far off. Gain controls still move the level."""
+    from synth.pitch import loudness
+
+    z = torch.randn(3, model.latent_dim, generator=torch.Generator().manual_seed(3))
+    frames = 60
+    f0 = torch.full((3, frames), 220.0)
+    target = torch.tensor([-18.0, -12.0, -6.0])[:, None] + adsr_db(frames, 125, 0.02, 0.1, -6, 0.1)
+    hop = rate // model.config.frame_rate
+    n_fft = int(round(model.config.loudness_n_fft * rate / model.sample_rate))
+
+    def gap(audio):
+        ld = loudness(audio, rate, hop_length=hop, n_fft=n_fft)[:, :frames]
+        active = target > target.amax(1, keepdim=True) - 20
+        return torch.stack([(ld[i] - target[i])[active[i]].median() for i in range(3)])
+
+    with torch.no_grad():
+        locked = model.synthesize(f0, target, z, sample_rate=rate, match_loudness=True)
+        raw = model.synthesize(f0, target, z, sample_rate=rate, match_loudness=False)
+        louder = model.synthesize(f0, target, z, sample_rate=rate, match_loudness=True,
+                                  controls={"harmonic_db": 6.0, "noise_db": 6.0})
+    assert gap(locked).abs().max() < 0.5
+    assert gap(raw).abs().max() > 3.0
+    torch.testing.assert_close(gap(louder) - gap(locked), torch.full((3,), 6.0), atol=0.3, rtol=0)
+    # One gain per note: the locked render is the raw one scaled.
+    ratio = (locked.pow(2).sum(1) / raw.pow(2).sum(1)).sqrt()
+    torch.testing.assert_close(locked, raw * ratio[:, None], atol=1e-5, rtol=1e-4)
+
+
 def test_adsr_envelope_shape():
     env = adsr_db(100, 100, attack=0.05, decay=0.2, sustain_db=-6, release=0.2)
     assert env[0] < -60 and env[5] == pytest.approx(0.0, abs=0.5)

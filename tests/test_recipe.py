@@ -49,3 +49,33 @@ def test_train_cli_refuses_a_rate_mismatch_and_unknown_kind(corpus, tmp_path):
     assert res.returncode == 2 and "8000 Hz" in res.stderr
     res = train("theremin", "--corpus", str(corpus), "--out", str(tmp_path / "r2"))
     assert res.returncode == 2 and "unknown model kind" in res.stderr
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_other_shapes(corpus, tmp_path):
+    from synth.checkpoint import save_model
+    from synth.errors import ConfigError
+    from synth.recipe import init_weights
+    from synth.registry import build
+
+    cfg = {"sample_rate": 16000, "latent_dim": 3, "n_harmonics": 8, "n_envelope": 8,
+           "hidden": 16, "n_fft": 256, "note_seconds": 0.25}
+    torch.manual_seed(0)
+    source = build("additive", cfg)
+    path = save_model(source, tmp_path / "src.safetensors")
+    torch.manual_seed(1)
+    fresh = build("additive", cfg)
+    assert not all(torch.equal(a, b) for a, b in zip(fresh.parameters(), source.parameters()))
+    init_weights(fresh, str(path))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), source.parameters()))
+    with pytest.raises(ConfigError, match="hidden|shape|needs"):
+        init_weights(build("additive", {**cfg, "hidden": 8}), str(path))
+    with pytest.raises(ConfigError, match="not ddsp"):
+        init_weights(build("ddsp", debug=True), str(path))
+    # Through the CLI: a fine-tuning run records where it started.
+    out = tmp_path / "run"
+    res = train("additive", "--corpus", str(corpus), "--out", str(out), "--config", json.dumps(cfg),
+                "--steps", "2", "--batch-size", "4", "--crop-seconds", "0.25", "--warmup-steps", "1",
+                "--all-instruments", "--init", str(path), "--on-key")
+    assert res.returncode == 0, res.stderr
+    meta = load_model(out / "model.safetensors").checkpoint_meta
+    assert meta["recipe"]["init"] == str(path) and meta["recipe"]["on_key"] is True

@@ -134,13 +134,18 @@ class Corpus:
         return self.audio[idx].astype(np.float32) / INT16_SCALE
 
     def select(self, split: str | None = None, instrument_split: str | None = None,
-               families: Iterable[str] | None = None) -> list[int]:
-        """Row indices matching the given note split / instrument split / families."""
+               families: Iterable[str] | None = None, on_key: bool = False) -> list[int]:
+        """Row indices matching the given note split / instrument split / families.
+
+        `on_key=True` drops notes the pitch survey found sounding away from their label
+        (`pitch_ok: false`); notes of a corpus that was never surveyed are kept.
+        """
         fams = set(families) if families is not None else None
         return [i for i, r in enumerate(self.notes)
                 if (split is None or r["split"] == split)
                 and (instrument_split is None or r["instrument_split"] == instrument_split)
-                and (fams is None or r["family"] in fams)]
+                and (fams is None or r["family"] in fams)
+                and not (on_key and r.get("pitch_ok") is False)]
 
 
 def content_hash(rows: Sequence[dict[str, Any]], audio_digest: str) -> str:
@@ -188,10 +193,47 @@ def write_corpus(root: str | os.PathLike, rows: Sequence[dict[str, Any]],
         "format": FORMAT, "version": VERSION, "sample_rate": int(sample_rate),
         "n_samples": int(n_samples), "n_notes": len(rows), "audio": "audio.npy",
         "dtype": "int16", "scale": INT16_SCALE, "builder": builder,
-        "hash": content_hash(rows, digest.hexdigest()),
+        "hash": content_hash(rows, digest.hexdigest()), "audio_digest": digest.hexdigest(),
     }
     atomic_write_text(root / "corpus.json", json.dumps(info, indent=2, sort_keys=True))
     return root
+
+
+def audio_digest(corpus: "Corpus", chunk: int = 1024) -> str:
+    """sha256 of the audio rows in order (the digest `write_corpus` computes while writing)."""
+    stored = corpus.info.get("audio_digest")
+    if stored:
+        return str(stored)
+    digest = hashlib.sha256()
+    for start in range(0, len(corpus), chunk):
+        digest.update(np.ascontiguousarray(corpus.audio[start:start + chunk]).tobytes())
+    return digest.hexdigest()
+
+
+def update_manifest(root: str | os.PathLike, fields: dict[str, Sequence[Any]]) -> "Corpus":
+    """Add or replace per-note manifest fields of a finished corpus (e.g. the pitch survey's
+    `pitch_cents` / `pitch_ok`) and re-hash it. The audio is not touched; the manifest and
+    corpus.json are each replaced atomically (corpus.json last, so a crash in between leaves
+    an unfinished corpus, never a hash that lies)."""
+    corpus = Corpus.open(root)
+    rows = [dict(r) for r in corpus.notes]
+    for name, values in fields.items():
+        if name in REQUIRED:
+            raise CorpusError(f"update_manifest does not change required field {name!r}")
+        if len(values) != len(rows):
+            raise CorpusError(f"field {name!r} has {len(values)} values for {len(rows)} notes")
+        for row, value in zip(rows, values):
+            row[name] = value
+    digest = audio_digest(corpus)
+    info = dict(corpus.info)
+    info["hash"] = content_hash(rows, digest)
+    info["audio_digest"] = digest
+    root = Path(root)
+    (root / "corpus.json").unlink()
+    atomic_write_text(root / "manifest.jsonl",
+                      "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    atomic_write_text(root / "corpus.json", json.dumps(info, indent=2, sort_keys=True))
+    return Corpus.open(root)
 
 
 def to_int16(audio: np.ndarray) -> tuple[np.ndarray, int]:

@@ -40,15 +40,17 @@ class NoteDataset(Dataset):
         crop_offset: start of the deterministic crop used by plain `__getitem__`.
         augment: optional `Augment`.
         families: keep only these GM families (None: all).
+        on_key: drop notes the corpus pitch survey marks `pitch_ok: false` (they sound away
+            from their pitch label, which would teach a pitch-conditioned model the wrong f0).
     """
 
     def __init__(self, corpus: Corpus | str, split: str | None = "train",
                  instrument_split: str | None = None, crop_seconds: float | None = None,
                  crop_offset: float = 0.0, augment: Augment | None = None,
-                 families: list[str] | None = None) -> None:
+                 families: list[str] | None = None, on_key: bool = False) -> None:
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
         self.indices = self.corpus.select(split=split, instrument_split=instrument_split,
-                                          families=families)
+                                          families=families, on_key=on_key)
         if not self.indices:
             raise CorpusError(f"{self.corpus.root}: no notes in split={split} "
                               f"instrument_split={instrument_split}")

@@ -55,10 +55,12 @@ def run_survey(out: Path) -> dict:
 
     corpus = Corpus.open(out)
     pitched = pitched_indices(corpus)
-    if pitched and all(corpus.notes[i].get("pitch_ok") is not None for i in pitched):
+    if pitched and all("pitch_ok" in corpus.notes[i] for i in pitched):
         done = [corpus.notes[i]["pitch_ok"] for i in pitched]
-        return {"pitched": len(pitched), "within": sum(done), "off_key": len(done) - sum(done),
-                "reused": True, "off_key_instruments": off_key_instruments(corpus, 10)}
+        return {"pitched": len(pitched), "within": sum(d is True for d in done),
+                "off_key": sum(d is False for d in done),
+                "unvoiced": sum(d is None for d in done), "reused": True,
+                "off_key_instruments": off_key_instruments(corpus, 10)}
     bar, update = progress_bar("pitch survey (torchcrepe tiny, misses re-measured by full)")
     with bar:
         res = survey_pitch(corpus, progress=update)
@@ -107,7 +109,8 @@ def finish(out: Path, report: dict, verify: int, model: str, survey: bool = Fals
     if survey_res is not None:
         sv = survey_res
         console.print(f"pitch survey: {sv['within']}/{sv['pitched']} pitched notes sound within "
-                      f"25 cents of their key; {sv['off_key']} marked pitch_ok=false"
+                      f"25 cents of their key; {sv['off_key']} marked pitch_ok=false (off key), "
+                      f"{sv['unvoiced']} not measurable (no confidently voiced frame)"
                       + (" (from the manifest)" if sv.get("reused") else ""))
         worst = ", ".join(f"{r['instrument']} {r['off_key']}/{r['of']}"
                           for r in sv["off_key_instruments"][:5])

@@ -235,8 +235,7 @@ def test_corpus_instruments_are_anchors_and_the_latent_map_shows(at):
     got = [at.session_state[f"lat_pc{k}"] for k in range(1, 17)]
     assert got == pytest.approx(at.session_state.anchors[target], abs=2e-3)
     assert not at.exception and not at.error
-    captions = " ".join(str(getattr(i, "caption", "")) for i in at.get("imgs"))
-    assert "corpus instruments" in captions or len(at.get("imgs")) >= 3
+    assert len(at.image) >= 3  # the pad, the sound's picture and the latent map
 
 
 def test_drawn_path_renders_as_one_sound(at):
@@ -264,7 +263,8 @@ def test_drawn_path_renders_as_one_sound(at):
 def test_path_starts_at_its_first_point_and_ends_at_its_last(model):
     """A two-point path is the first point's note at its start and the last point's at its end
     (equal-power fades: the gains there are 1 and 0)."""
-    corners = L.random_anchors(model, 4, seed=1)
+    corners = torch.zeros(4, model.latent_dim)
+    corners[0, 0], corners[3, 0] = -2.0, 2.0  # top-left and bottom-right: far apart on pc1
     point = L.Point(coords=[0.0] * model.latent_dim, pitch=60, velocity=100, duration=1.0)
     res = L.render_pad_path(model, corners, [(0.0, 0.0), (1.0, 1.0)], point, seconds=1.0)
     sr = res.sample_rate
@@ -278,10 +278,17 @@ def test_path_starts_at_its_first_point_and_ends_at_its_last(model):
             return model.decode(z[None], L.Conditions.note(60.0, 100.0, duration=1.0))[0].numpy()
 
     first, last = note(0.0, 0.0), note(1.0, 1.0)
-    head, tail = slice(0, sr // 50), slice(sr - sr // 5, sr - sr // 10)
+    head, tail = slice(0, sr // 50), slice(sr - sr // 4, sr - sr // 10)
     err = lambda a, b: float(np.linalg.norm(a - b) / np.linalg.norm(b))  # noqa: E731
     assert err(res.audio[head], first[head]) < 0.02
-    assert err(res.audio[tail], last[tail]) < 0.5 * err(res.audio[tail], first[tail])
+
+    def shape(x):  # level-free magnitude spectrum (the fades change the level, not the timbre)
+        m = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        return m / np.linalg.norm(m)
+
+    near_last = np.linalg.norm(shape(res.audio[tail]) - shape(last[tail]))
+    near_first = np.linalg.norm(shape(res.audio[tail]) - shape(first[tail]))
+    assert near_last < 0.5 * near_first
     with pytest.raises(L.SynthStudioError, match="two points"):
         L.render_pad_path(model, corners, [(0.5, 0.5)], point)
 

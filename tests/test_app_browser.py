@@ -93,7 +93,7 @@ def test_browser_moves_pad_renders_and_shows_sound(server, tmp_path):
                 " return a && a.getAttribute('src') && a.getAttribute('src') !== before; }",
                 arg=src_before, timeout=60_000)
             expect(page.get_by_text("render latency")).to_be_visible()
-            spectrogram = page.locator("img").nth(-1)  # the last image: the sound's picture
+            spectrogram = page.locator("img:visible").nth(-1)  # the sound's picture (the latent map sits collapsed below)
             expect(spectrogram).to_be_visible(timeout=30_000)
             page.wait_for_function("img => img.complete && img.naturalWidth > 100",
                                    arg=spectrogram.element_handle(), timeout=30_000)

@@ -139,7 +139,9 @@ def survey_pitch(corpus: Corpus, model: str = "tiny", recheck_model: str | None 
     locks onto a harmonic of some low notes; full CREPE does not), which has the last word.
     Returns {"cents": (N,) array (NaN: unpitched family or no voiced frames), "ok": (N,) object
     array of True/False/None, counts}. `pitch_ok` False marks notes that sound away from their
-    key: GM presets such as organ footages an octave down, "guitar harmonics", "fifths lead".
+    key: GM presets such as organ footages an octave down, "guitar harmonics", "fifths lead";
+    None marks notes that were not measured (unpitched families, or no confidently voiced frame:
+    very high or very short notes), which `Corpus.select(on_key=True)` keeps.
     """
     from synth.pitch import cents, midi_to_hz
 
@@ -168,7 +170,7 @@ def survey_pitch(corpus: Corpus, model: str = "tiny", recheck_model: str | None 
     ok = np.full(n, None, dtype=object)
     all_cents[idx] = err
     for k, i in enumerate(idx):
-        ok[i] = bool(np.isfinite(err[k]) and abs(err[k]) <= tolerance_cents)
+        ok[i] = bool(abs(err[k]) <= tolerance_cents) if np.isfinite(err[k]) else None
     measured = np.isfinite(err)
     return {"cents": all_cents, "ok": ok, "pitched": len(idx), "voiced": int(measured.sum()),
             "within": int((np.abs(err[measured]) <= tolerance_cents).sum()),

@@ -1,11 +1,12 @@
 """Many simultaneous app sessions: every one renders, and the server's memory stays bounded.
 
-    python -m bench.app_sessions --sessions 10 --rounds 3
+    python -m bench.app_sessions --sessions 10 --rounds 2
 
 Starts `streamlit run studio/app.py` headless (one torch thread, as `synthstudio app`), then in
 each round opens `--sessions` browser pages at once (Debian chromium through Playwright, one
 context each: separate Streamlit sessions), and in every page waits for the first sound, moves
-the pad's x slider, clicks render and waits for the new sound. A session fails on a timeout,
+the pad's x slider one step (a new point, rendered on commit), clicks render and waits until
+the player holds the new sound. A session fails on a timeout,
 a Streamlit exception box or an inline error. The server's resident memory (VmRSS of the
 streamlit process) is read before the first round, after each round and at its peak (sampled
 every 0.2 s); bounded means the rounds after the first add little: the models are loaded once
@@ -75,8 +76,7 @@ async def one_session(browser, url: str, index: int, timeout_ms: int) -> dict:
         before = await page.locator("audio").first.get_attribute("src")
         thumb = page.get_by_role("slider", name="x (left -> right)").first
         await thumb.focus()
-        for _ in range(2 + index):  # each session its own point
-            await thumb.press("ArrowRight")
+        await thumb.press("ArrowRight" if index % 2 else "ArrowLeft")  # commits: a new point
         await page.get_by_role("button", name="render", exact=True).click()
         await page.wait_for_function(
             "before => { const a = document.querySelector('audio');"
@@ -109,7 +109,7 @@ async def run_round(url: str, sessions: int, timeout_ms: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per session")
     args = ap.parse_args()
     port = free_port()

@@ -159,7 +159,14 @@ def test_ddp_two_ranks_sync_and_average_gradients(tmp_path):
     finally:
         torch.set_num_threads(threads)
     diff = _max_diff(w0, state_tensors(model))
-    assert diff < 1e-5, f"DDP on 2 x {batch} differs from one process on {2 * batch} by {diff}"
+    moved = _max_diff(state_tensors(model), init)
+    # Float noise only: on an AMD EPYC the two agreed to 1e-5; on an Intel Xeon (other kernels for
+    # the other batch shape, amplified over 4 steps by the loss's log terms) to 7e-4 of weights
+    # that moved 2.8e-2 (2.5%). Thread count changes nothing (checked). Summed instead of averaged
+    # gradients, or one rank's gradient alone, would differ by the order of the whole movement.
+    print(f"DDP vs union batch: max |diff| {diff:.3g}, movement {moved:.3g}")
+    assert diff < 0.05 * moved, (f"DDP on 2 x {batch} differs from one process on {2 * batch} by "
+                                 f"{diff} (the weights moved {moved})")
     assert (tmp_path / "ddp" / "model.safetensors").exists()
 
     # Two phases, the first leaving the decoder unused (find_unused_parameters), a second

@@ -4,9 +4,9 @@
 
 Starts `streamlit run studio/app.py` headless (one torch thread, as `synthstudio app`), then in
 each round opens `--sessions` browser pages at once (Debian chromium through Playwright, one
-context each: separate Streamlit sessions), and in every page waits for the first sound, moves
-the pad's x slider one step (a new point, rendered on commit), clicks render and waits until
-the player holds the new sound. A session fails on a timeout,
+context each: separate Streamlit sessions), and in every page waits for its first sound (each
+session renders its point on load), then clicks render and waits until the rerun is over and
+the player is back. A session fails on a timeout,
 a Streamlit exception box or an inline error. The server's resident memory (VmRSS of the
 streamlit process) is read before the first round, after each round and at its peak (sampled
 every 0.2 s); bounded means the rounds after the first add little: the models are loaded once
@@ -73,15 +73,13 @@ async def one_session(browser, url: str, index: int, timeout_ms: int) -> dict:
         await page.goto(url)
         await page.wait_for_selector("audio", timeout=timeout_ms)
         first = time.perf_counter() - start
-        before = await page.locator("audio").first.get_attribute("src")
-        thumb = page.get_by_role("slider", name="x (left -> right)").first
-        await thumb.focus()
-        await thumb.press("ArrowRight" if index % 2 else "ArrowLeft")  # commits: a new point
         await page.get_by_role("button", name="render", exact=True).click()
+        # The click reruns the script: wait until the server is done (no running indicator)
+        # and the player is back.
+        await page.wait_for_timeout(500)
         await page.wait_for_function(
-            "before => { const a = document.querySelector('audio');"
-            " return a && a.getAttribute('src') && a.getAttribute('src') !== before; }",
-            arg=before, timeout=timeout_ms)
+            "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+            " && document.querySelector('audio')", timeout=timeout_ms)
         errors = await page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]').count()
         return {"ok": errors == 0, "first_sound_s": first,
                 "total_s": time.perf_counter() - start, "errors": errors}

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from latent.atlas import fit_atlas, save_atlas  # noqa: E402
+from latent.atlas import encode_notes, fit_atlas, save_atlas  # noqa: E402
 from synth.checkpoint import load_model  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
 
@@ -49,8 +49,6 @@ def main() -> None:
     fit_s = time.perf_counter() - start
     out = save_atlas(atlas, args.model)
     # Held-out notes: encode a few test notes per instrument, nearest instrument mean.
-    from bench.fit_latent_tools import encode_notes
-
     idx = corpus.select(split="test", instrument_split=inst_split, families=families)
     rng = np.random.default_rng(args.seed + 2)
     by_inst: dict[str, list[int]] = {}

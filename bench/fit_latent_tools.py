@@ -38,11 +38,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
+from latent.atlas import encode_notes  # noqa: E402
 from latent.controls import (fit_directions, measure_direction, save_directions,  # noqa: E402
                              semantic_targets, semantic_units)
 from latent.text import (TextEncoder, TextMapper, TextMapperConfig,  # noqa: E402
                          nearest_family_accuracy, save_mapper)
-from synth.base import Conditions, Generator  # noqa: E402
+from synth.base import Generator  # noqa: E402
 from synth.checkpoint import file_hash, load_model  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
 
@@ -84,21 +85,6 @@ def pick(corpus: Corpus, split: str, inst_split: str, families: list[str] | None
     idx = corpus.select(split=split, instrument_split=inst_split, families=families)
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
-
-
-@torch.no_grad()
-def encode_notes(model: Generator, corpus: Corpus, idx: list[int], batch: int = 32) -> torch.Tensor:
-    """(N, D) latents of whole corpus notes (temporal latents are averaged over frames)."""
-    out = []
-    for start in range(0, len(idx), batch):
-        rows = idx[start:start + batch]
-        audio = torch.from_numpy(corpus.waveform(rows))
-        cond = Conditions(pitch=torch.tensor([float(corpus.notes[i]["pitch"]) for i in rows]),
-                          velocity=torch.tensor([float(corpus.notes[i]["velocity"]) for i in rows]),
-                          duration=audio.shape[-1] / corpus.sample_rate)
-        z = model.encode(audio, cond)
-        out.append(z.mean(-1) if z.ndim == 3 else z)
-    return torch.cat(out)
 
 
 def note_covariates(corpus: Corpus, idx: list[int]) -> np.ndarray:

@@ -26,7 +26,8 @@ import torch
 
 from synth.base import Conditions, Generator
 from synth.checkpoint import file_hash, read_metadata
-from synth.errors import ConfigError, SynthStudioError
+from latent.controls import SidecarError, model_file, require_model_hash, sidecar_path
+from synth.errors import ConfigError
 from synth.fileio import atomic_write_text
 
 ATLAS_FORMAT = "synthstudio-atlas"
@@ -34,7 +35,7 @@ ATLAS_VERSION = 1
 ATLAS_SUFFIX = ".atlas.json"
 
 
-class AtlasError(SynthStudioError):
+class AtlasError(SidecarError):
     """A missing, corrupt or mismatched atlas sidecar."""
 
 
@@ -79,6 +80,26 @@ class Atlas:
 
 
 @torch.no_grad()
+def encode_notes(model: Generator, corpus: Any, idx: Sequence[int], batch: int = 32,
+                 progress: Any = None) -> torch.Tensor:
+    """(N, D) float32 CPU latents of whole corpus notes `idx` through `model.encode`, with their
+    pitch, velocity and duration as conditions (temporal latents are averaged over frames)."""
+    out = []
+    idx = list(idx)
+    for start in range(0, len(idx), batch):
+        rows = idx[start:start + batch]
+        audio = torch.from_numpy(corpus.waveform(rows)).to(model.latent_mean.device)
+        cond = Conditions(pitch=torch.tensor([float(corpus.notes[i]["pitch"]) for i in rows]),
+                          velocity=torch.tensor([float(corpus.notes[i]["velocity"]) for i in rows]),
+                          duration=audio.shape[-1] / corpus.sample_rate).to(audio.device)
+        z = model.encode(audio, cond)
+        out.append((z.mean(-1) if z.ndim == 3 else z).float().cpu())
+        if progress is not None:
+            progress(min(start + batch, len(idx)), len(idx))
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def fit_atlas(model: Generator, corpus: Any, *, per_instrument: int = 8,
               split: str = "train", instrument_split: str | None = "train",
               families: Sequence[str] | None = None, seed: int = 0, batch: int = 32,
@@ -105,18 +126,7 @@ def fit_atlas(model: Generator, corpus: Any, *, per_instrument: int = 8,
         pick = sorted(rng.choice(rows, size=min(per_instrument, len(rows)), replace=False).tolist())
         chosen += pick
         owner += [inst] * len(pick)
-    z_all = []
-    for start in range(0, len(chosen), batch):
-        rows = chosen[start:start + batch]
-        audio = torch.from_numpy(corpus.waveform(rows)).to(model.latent_mean.device)
-        cond = Conditions(pitch=torch.tensor([float(corpus.notes[i]["pitch"]) for i in rows]),
-                          velocity=torch.tensor([float(corpus.notes[i]["velocity"]) for i in rows]),
-                          duration=audio.shape[-1] / corpus.sample_rate).to(audio.device)
-        z = model.encode(audio, cond)
-        z_all.append((z.mean(-1) if z.ndim == 3 else z).float().cpu())
-        if progress is not None:
-            progress(min(start + batch, len(chosen)), len(chosen))
-    z = torch.cat(z_all)
+    z = encode_notes(model, corpus, chosen, batch=batch, progress=progress)
     names, fams, progs, means, counts = [], [], [], [], []
     owner_arr = np.array(owner)
     for inst in sorted(by_inst):
@@ -135,8 +145,6 @@ def fit_atlas(model: Generator, corpus: Any, *, per_instrument: int = 8,
 def save_atlas(atlas: Atlas, model: str | os.PathLike) -> Path:
     """Write `<model-stem>.atlas.json` atomically beside checkpoint `model` (path or catalog
     name), recording the checkpoint's file hash."""
-    from latent.controls import model_file
-
     path = model_file(model)
     meta = read_metadata(path)
     latent_dim = int(meta["config"].get("latent_dim", -1))
@@ -156,17 +164,13 @@ def save_atlas(atlas: Atlas, model: str | os.PathLike) -> Path:
 
 
 def atlas_path(model: str | os.PathLike) -> Path:
-    from latent.controls import sidecar_path
-
     return sidecar_path(model, ATLAS_SUFFIX)
 
 
 def load_atlas(model: str | os.PathLike) -> Atlas:
     """The atlas beside checkpoint `model`; refuses one fitted for other weights."""
-    from latent.controls import model_file
-
     path = model_file(model)
-    side = path.with_name(path.stem + ATLAS_SUFFIX)
+    side = sidecar_path(path, ATLAS_SUFFIX)
     if not side.exists():
         raise AtlasError(f"no atlas sidecar {side} (fit one with python -m bench.fit_atlas)")
     try:
@@ -176,11 +180,7 @@ def load_atlas(model: str | os.PathLike) -> Atlas:
     if not isinstance(body, dict) or body.get("format") != ATLAS_FORMAT or \
             body.get("version") != ATLAS_VERSION:
         raise AtlasError(f"{side} is not a {ATLAS_FORMAT} v{ATLAS_VERSION} file")
-    actual = file_hash(path)
-    if body.get("model_hash") != actual:
-        raise AtlasError(f"{side.name} was fitted for model hash {body.get('model_hash')}, but "
-                         f"{path} has hash {actual}: the weights changed; refit with "
-                         f"`python -m bench.fit_atlas --model {path}`")
+    require_model_hash(body, side, path, "python -m bench.fit_atlas", AtlasError)
     try:
         rows = body["instruments"]
         return Atlas([r["name"] for r in rows], [r["family"] for r in rows],

@@ -304,6 +304,18 @@ def sidecar_path(model: str | os.PathLike, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
+def require_model_hash(body: Mapping[str, Any], side: Path, path: Path, refit: str,
+                       error: type[SidecarError] = SidecarError) -> None:
+    """Raise `error` unless sidecar `side` (parsed `body`) records checkpoint `path`'s file hash:
+    a companion fitted for other weights must not steer these."""
+    actual = file_hash(path)
+    if body.get("model_hash") != actual:
+        fitted_for = body.get("model") or body.get("generator") or "?"
+        raise error(f"{side.name} was fitted for model hash {body.get('model_hash')} "
+                    f"({fitted_for}), but {path} has hash {actual}: the weights changed; refit "
+                    f"with `{refit} --model {path}`")
+
+
 def save_directions(directions: Mapping[str, Direction], model: str | os.PathLike,
                     **info: Any) -> Path:
     """Write `<model-stem>.directions.json` atomically beside the checkpoint `model` (a path or
@@ -347,12 +359,7 @@ def load_directions(model: str | os.PathLike) -> dict[str, Direction]:
     path = model_file(model)
     side = path.with_name(path.stem + DIRECTIONS_SUFFIX)
     body = read_directions_file(side)
-    actual = file_hash(path)
-    if body.get("model_hash") != actual:
-        raise SidecarError(
-            f"{side.name} was fitted for model hash {body.get('model_hash')} "
-            f"({body.get('model')}), but {path} has hash {actual}: the weights changed; refit "
-            f"with `python -m bench.fit_latent_tools --model {path}`")
+    require_model_hash(body, side, path, "python -m bench.fit_latent_tools")
     return {k: Direction.from_json(v) for k, v in body["directions"].items()}
 
 

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from latent.controls import SidecarError, model_file
+from latent.controls import SidecarError, model_file, require_model_hash
 from synth.base import Conditions, Generator, seeded_normal
 from synth.checkpoint import file_hash, read_metadata
 from synth.data.gm import FAMILIES
@@ -286,12 +286,7 @@ def load_mapper(model: str | os.PathLike) -> TextMapper:
         raise SidecarError(f"{side} lacks the {MAPPER_FORMAT} metadata") from None
     if body.get("format") != MAPPER_FORMAT or body.get("version") != MAPPER_VERSION:
         raise SidecarError(f"{side} is not a {MAPPER_FORMAT} v{MAPPER_VERSION} file")
-    actual = file_hash(path)
-    if body.get("model_hash") != actual:
-        raise SidecarError(
-            f"{side.name} was fitted for model hash {body.get('model_hash')} "
-            f"({body.get('generator')}), but {path} has hash {actual}: the weights changed; "
-            f"refit with `python -m bench.fit_latent_tools --model {path}`")
+    require_model_hash(body, side, path, "python -m bench.fit_latent_tools")
     mapper = TextMapper(TextMapperConfig(**body["config"]))
     try:
         mapper.load_state_dict(tensors, strict=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth import dsp
-from synth.base import Conditions, ControlSpec, Generator
+from synth.base import Conditions, ControlSpec, Generator, item_seeds
 from synth.dsp_filters import TrainableReverb, filtered_noise
 from synth.errors import ConfigError
 from synth.features import FeatureSpec, LogMel
@@ -32,6 +32,16 @@ from synth.losses import multiscale_spectral_loss
 from synth.pitch import hz_to_midi, loudness, midi_to_hz
 
 LOUDNESS_FLOOR_DB = -120.0
+
+#: Where filtered noise comes from: a batch generator, a per-item seed, or torch's global RNG.
+NoiseSource = torch.Generator | int | None
+
+
+def seeded_uniform_noise(seed: int, n: int, n_samples: int) -> torch.Tensor:
+    """(n, n_samples) uniform noise in [-1, 1), item i from `item_seeds(seed, n)[i]` (CPU)."""
+    rows = [torch.rand(n_samples, generator=torch.Generator().manual_seed(s)) for s in
+            item_seeds(seed, n)]
+    return torch.stack(rows) * 2.0 - 1.0
 
 
 @dataclass
@@ -188,7 +198,7 @@ class DDSPGenerator(Generator):
 
     def get_signal(self, harm: dsp.HarmonicControls, noise_mags: torch.Tensor, n_samples: int,
                    sample_rate: int | None = None, reverb_mix: float = 1.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: NoiseSource = None) -> torch.Tensor:
         """Controls -> (B, n_samples) audio at `sample_rate` (default: the model's rate).
 
         At a higher output rate the harmonics stay limited to the training band (the distribution
@@ -200,9 +210,13 @@ class DDSPGenerator(Generator):
         return dry + reverb_mix * wet
 
     def get_parts(self, harm: dsp.HarmonicControls, noise_mags: torch.Tensor, n_samples: int,
-                  sample_rate: int | None = None, generator: torch.Generator | None = None
+                  sample_rate: int | None = None, generator: NoiseSource = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Controls -> (harmonic, filtered noise), each (B, n_samples), before the reverb."""
+        """Controls -> (harmonic, filtered noise), each (B, n_samples), before the reverb.
+
+        `generator`: a `torch.Generator` drawing the whole batch's noise (training), an int seed
+        (item i's noise from `item_seeds(seed, B)[i]`, drawn on the CPU: the same whatever the
+        batch size or device), or None (torch's global RNG)."""
         sr = sample_rate or self.sample_rate
         dist = harm.distribution
         if sr != self.sample_rate:
@@ -215,7 +229,12 @@ class DDSPGenerator(Generator):
             n_bands = max(2, round(noise_mags.shape[-1] * (sr / 2) / (self.sample_rate / 2)))
             extra = noise_mags.new_zeros(*noise_mags.shape[:2], n_bands - noise_mags.shape[-1])
             noise_mags = torch.cat([noise_mags, extra], dim=-1)
-        noise = filtered_noise(noise_mags, padded, generator=generator)[:, :n_samples]
+        if isinstance(generator, int):
+            white = seeded_uniform_noise(generator, noise_mags.shape[0], padded)
+            noise = filtered_noise(noise_mags, padded, noise=white.to(noise_mags))
+        else:
+            noise = filtered_noise(noise_mags, padded, generator=generator)
+        noise = noise[:, :n_samples]
         return harmonic, noise
 
     def _reverb(self, audio: torch.Tensor, sr: int) -> torch.Tensor:
@@ -230,7 +249,7 @@ class DDSPGenerator(Generator):
     def synthesize(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor, z: torch.Tensor,
                    n_samples: int | None = None, sample_rate: int | None = None,
                    controls: dict[str, float] | None = None,
-                   generator: torch.Generator | None = None,
+                   generator: NoiseSource = None,
                    match_loudness: bool | None = None) -> torch.Tensor:
         """Frame-rate f0 (B, F), loudness (B, F) and z ((B, D) or (B, F, D)) -> (B, T) audio.
 
@@ -303,8 +322,11 @@ class DDSPGenerator(Generator):
 
     def decode(self, latent: torch.Tensor, cond: Conditions,
                controls: dict[str, float] | None = None, sample_rate: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latent (B, D) or (B, D, F) + conditions -> (B, T) audio."""
+               generator: NoiseSource = 0) -> torch.Tensor:
+        """Latent (B, D) or (B, D, F) + conditions -> (B, T) audio.
+
+        `generator`: the noise source (`get_parts`); the default, seed 0, gives every item its
+        own noise so an item renders the same alone or in any batch."""
         b = latent.shape[0]
         cond = cond.expand(b).to(latent.device)
         if latent.ndim == 3:
@@ -316,8 +338,6 @@ class DDSPGenerator(Generator):
             seconds = cond.duration if cond.duration is not None else self.config.note_seconds
             n_frames = max(1, int(round(seconds * self.config.frame_rate)))
         f0, ld = self.note_curves(cond, n_frames)
-        if generator is None:
-            generator = torch.Generator(device=latent.device).manual_seed(0)
         return self.synthesize(f0, ld, latent, sample_rate=sample_rate, controls=controls,
                                generator=generator)
 
@@ -329,14 +349,13 @@ class DDSPGenerator(Generator):
     def render(self, latent: torch.Tensor, cond: Conditions, *, sample_rate: int | None = None,
                controls: dict[str, float] | None = None, seed: int = 0) -> torch.Tensor:
         """`Generator.render` natively at any rate: the synthesis runs at `sample_rate` from the
-        frame-rate controls; the noise comes from a generator seeded with `seed`."""
+        frame-rate controls; item i's noise is seeded from `item_seeds(seed, B)[i]`."""
         controls = dict(controls or {})
         self.check_controls(controls)
         latent = self.apply_controls(latent, controls)
         synth_controls = {k: v for k, v in controls.items() if not k.startswith("pc")}
-        gen = torch.Generator(device=latent.device).manual_seed(int(seed))
         return self.decode(latent, cond, controls=synth_controls or None,
-                           sample_rate=sample_rate, generator=gen)
+                           sample_rate=sample_rate, generator=int(seed))
 
     @property
     def controls(self) -> list[ControlSpec]:

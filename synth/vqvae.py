@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -111,6 +112,24 @@ def kmeans_plus_plus(flat: torch.Tensor, k: int) -> torch.Tensor:
     return flat[chosen].clone()
 
 
+def _world() -> int:
+    """Processes in the default torch.distributed group (1 when none is initialised)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_rows(flat: torch.Tensor) -> torch.Tensor:
+    """(N_r, D) on every rank -> (sum N_r, D), rank order, on every rank (N_r may differ)."""
+    n = torch.tensor([flat.shape[0]], device=flat.device)
+    sizes = [torch.zeros_like(n) for _ in range(_world())]
+    dist.all_gather(sizes, n)
+    most = int(max(int(x) for x in sizes))
+    padded = torch.zeros(most, flat.shape[1], device=flat.device, dtype=flat.dtype)
+    padded[: flat.shape[0]] = flat
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(k)] for p, k in zip(parts, sizes)])
+
+
 class EMACodebook(nn.Module):
     """K codes of dimension D, updated by EMA (no gradient); all state is in buffers.
 
@@ -118,6 +137,12 @@ class EMACodebook(nn.Module):
     k-means on the batch's vectors, and every call moves the codes and restarts dead ones.
     Randomness (k-means seeds, restarts) comes from the global torch RNG, which the Trainer
     seeds per step.
+
+    Under torch.distributed (DDP) the codebook sees the global batch: k-means runs on every
+    rank's vectors gathered, the EMA counts and sums are all-reduced, and restarts are drawn on
+    rank 0 from the gathered vectors and broadcast, so every rank holds the same codebook and it
+    equals one process's codebook on the union batch. `restart_threshold` then counts vectors
+    per global batch.
     """
 
     def __init__(self, size: int, dim: int, decay: float = 0.99, restart_threshold: float = 1.0,
@@ -138,8 +163,8 @@ class EMACodebook(nn.Module):
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N,) index of the nearest code (squared Euclidean)."""
         e = self.embedding
-        dist = flat.square().sum(1, keepdim=True) - 2 * flat @ e.T + e.square().sum(1)[None]
-        return dist.argmin(1)
+        d2 = flat.square().sum(1, keepdim=True) - 2 * flat @ e.T + e.square().sum(1)[None]
+        return d2.argmin(1)
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, F') codes -> (B, D, F') code vectors."""
@@ -154,7 +179,7 @@ class EMACodebook(nn.Module):
     def _quantize(self, z: torch.Tensor, update: bool) -> QuantizedResult:
         flat = self.flatten(z.detach().float())
         if update and not bool(self.initialized):
-            self.kmeans_init(flat)
+            self.kmeans_init(_gather_rows(flat) if _world() > 1 else flat)
         codes = self.nearest(flat)
         q = self.embedding[codes].reshape(z.shape[0], z.shape[2], self.dim).transpose(1, 2).to(z.dtype)
         if update:
@@ -173,13 +198,16 @@ class EMACodebook(nn.Module):
         n = flat.shape[0]
         centroids = kmeans_plus_plus(flat, self.size)
         for _ in range(max(1, self.kmeans_iters)):
-            dist = flat.square().sum(1, keepdim=True) - 2 * flat @ centroids.T + centroids.square().sum(1)[None]
-            assign = dist.argmin(1)
+            d2 = flat.square().sum(1, keepdim=True) - 2 * flat @ centroids.T + centroids.square().sum(1)[None]
+            assign = d2.argmin(1)
             counts = torch.bincount(assign, minlength=self.size).float()
             sums = torch.zeros_like(centroids).index_add_(0, assign, flat)
             empty = counts == 0
             centroids = torch.where(empty[:, None], flat[torch.randint(0, n, (self.size,), device=flat.device)],
                                     sums / counts.clamp_min(1.0)[:, None])
+        if _world() > 1:  # one result for all ranks: rank 0's (seeds may differ between ranks)
+            for t in (centroids, counts):
+                dist.broadcast(t, 0)
         self.embedding.copy_(centroids)
         # Counts as if the k-means assignment were the EMA's history (empty ones restart soon).
         self.cluster_size.copy_(counts)
@@ -191,6 +219,10 @@ class EMACodebook(nn.Module):
         """Move each code towards the mean of its assigned vectors; restart dead codes."""
         counts = torch.bincount(codes, minlength=self.size).float()
         sums = torch.zeros_like(self.embed_sum).index_add_(0, codes, flat)
+        if _world() > 1:
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+            flat = _gather_rows(flat)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
@@ -206,6 +238,8 @@ class EMACodebook(nn.Module):
         n_dead = int(dead.sum())
         if n_dead:
             picks = flat[torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)]
+            if _world() > 1:  # rank 0's draw everywhere (`flat` is the gathered batch)
+                dist.broadcast(picks, 0)
             self.embedding[dead] = picks
             self.embed_sum[dead] = picks * self.restart_threshold
             self.cluster_size[dead] = self.restart_threshold

@@ -227,3 +227,36 @@ def test_trainer_runs_both_phases_and_logs_codebook_stats(tmp_path, gen):
     assert last["loss/main"] == pytest.approx(last["recon/l1"] + m.config.commitment * last["vq/commit"],
                                               rel=1e-5)
     assert last["loss/prior"] == pytest.approx(last["prior/ce"], rel=1e-5)
+
+
+def test_codebook_under_ddp_sees_the_global_batch(tmp_path):
+    """Two gloo ranks, each given half of every batch, end with the same codebook, equal to one
+    process's codebook on the whole batches (k-means init, EMA, restarts all global)."""
+    import importlib.util
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent / "train_scripts" / "ddp_codebook.py"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
+                          "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
+                          str(script), str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=90)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), f"ranks differ in {key}"
+
+    spec = importlib.util.spec_from_file_location("ddp_codebook", script)
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    single = helper.run(helper.new_codebook(), rank=0, world=1).state_dict()
+    assert single["cluster_size"].sum() > 0 and (single["cluster_size"] > 0).any()
+    for key in ("embedding", "cluster_size", "embed_sum"):
+        torch.testing.assert_close(r0[key], single[key], rtol=1e-5, atol=1e-5)

@@ -37,6 +37,8 @@ def train(
     lr: float = typer.Option(1e-3), grad_clip: float = typer.Option(1.0),
     schedule: str = typer.Option("cosine"), warmup_steps: int = typer.Option(500),
     crop_seconds: float = typer.Option(1.0, help="Random crop per note (0: whole notes)."),
+    onset_crops: float = typer.Option(0.0, help="Share of crops that start at the note onset "
+                                      "(0-1), so attacks are learned."),
     families: Optional[str] = typer.Option(None, help="Comma-separated GM families to keep."),
     all_instruments: bool = typer.Option(False, help="Also train on held-out instruments."),
     gain_db: Optional[str] = typer.Option(None, help="Random gain range, e.g. -6,0."),
@@ -62,7 +64,7 @@ def train(
                     instrument_split=None if all_instruments else "train",
                     families=[f.strip() for f in families.split(",")] if families else None,
                     crop_seconds=crop_seconds or None, gain_db=gains, pitch_shift=pitch_shift,
-                    on_key=on_key, init=str(init) if init else None)
+                    on_key=on_key, init=str(init) if init else None, onset_crops=onset_crops)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip or None,
                       schedule=schedule, warmup_steps=warmup_steps, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every,

@@ -38,6 +38,8 @@ class Recipe:
     crop_seconds: float | None = 1.0
     gain_db: tuple[float, float] | None = None
     pitch_shift: float = 0.0
+    #: Share of random crops that start at the note onset (`Augment.onset_prob`).
+    onset_crops: float = 0.0
     stats_notes: int = 2000
     #: Keep only notes the corpus pitch survey found on their key (`pitch_ok` not false).
     on_key: bool = False
@@ -67,7 +69,10 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     if model.sample_rate != corpus.sample_rate:
         raise ConfigError(f"{recipe.kind} runs at {model.sample_rate} Hz but the corpus "
                           f"{recipe.corpus} is {corpus.sample_rate} Hz")
-    augment = Augment(gain_db=recipe.gain_db, pitch_shift=recipe.pitch_shift)
+    if not 0.0 <= recipe.onset_crops <= 1.0:
+        raise ConfigError(f"onset_crops is a share of crops in [0, 1], got {recipe.onset_crops}")
+    augment = Augment(gain_db=recipe.gain_db, pitch_shift=recipe.pitch_shift,
+                      onset_prob=recipe.onset_crops)
     dataset = NoteDataset(corpus, recipe.split, recipe.instrument_split,
                           crop_length(model, recipe.crop_seconds, corpus.sample_rate),
                           augment=augment, families=recipe.families, on_key=recipe.on_key)

@@ -133,6 +133,21 @@ def test_dataset_items_are_seeded_and_augmented(corpus_dir):
     assert abs(float(a["pitch"] - base["pitch"])) <= 2.0 and float(a["pitch"]) != float(base["pitch"])
 
 
+def test_onset_crops_start_at_the_note_onset(corpus_dir):
+    """With onset_prob, that share of random crops is the note's first samples; without it,
+    none is."""
+    def onset_share(prob):
+        ds = NoteDataset(corpus_dir, split="train", crop_seconds=0.4, augment=Augment(onset_prob=prob))
+        full = ds.corpus.waveform(ds.indices[0])[: ds.crop]
+        hits = [np.array_equal(ds.get_item(0, torch.Generator().manual_seed(s))["audio"].numpy(), full)
+                for s in range(200)]
+        return float(np.mean(hits))
+
+    assert onset_share(0.0) < 0.02
+    assert 0.35 < onset_share(0.5) < 0.65
+    assert onset_share(1.0) == 1.0
+
+
 def test_pitch_shift_moves_the_measured_pitch(corpus_dir):
     from synth.data.dataset import pitch_shift_resample
     from synth.pitch import f0, hz_to_midi

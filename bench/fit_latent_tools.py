@@ -17,7 +17,9 @@
    held-out instruments (unseen instrument names), and free-form prompts. Metric: nearest-family
    accuracy in latent space (nearest family centroid and 10-NN vote among the training latents),
    beside the same figure for the held-out notes' own encoded latents and the majority-family
-   rate.
+   rate. On audio (issue 7's text adherence, `--classifier`): the note classifier's family
+   accuracy on notes rendered from the held-out captions, beside the same for the notes' own
+   encoded latents rendered as notes (the generator's ceiling) and for the real notes.
 5. Writes `<model-stem>.directions.json` and `<model-stem>.text.safetensors` beside the model
    (atomically) and bench/results/fit_latent_tools.json.
 """
@@ -42,8 +44,8 @@ from latent.atlas import encode_notes  # noqa: E402
 from latent.controls import (fit_directions, measure_direction, save_directions,  # noqa: E402
                              semantic_targets, semantic_units)
 from latent.text import (TextEncoder, TextMapper, TextMapperConfig,  # noqa: E402
-                         nearest_family_accuracy, save_mapper)
-from synth.base import Generator  # noqa: E402
+                         family_ids, nearest_family_accuracy, save_mapper, text_adherence)
+from synth.base import Conditions, Generator  # noqa: E402
 from synth.checkpoint import file_hash, load_model  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
 
@@ -121,6 +123,32 @@ def holdout_r2(latents: torch.Tensor, targets: dict[str, np.ndarray], covariates
     return out
 
 
+@torch.no_grad()
+def audio_adherence(model: Generator, mapper: TextMapper, classifier: Any, corpus: Corpus,
+                    idx: list[int], true_z: torch.Tensor, encoder: TextEncoder, seed: int,
+                    batch: int = 16) -> dict[str, Any]:
+    """Issue 7's text adherence: the classifier's family accuracy on notes rendered from the
+    held-out captions (t=0), beside two ceilings: the same notes' own encoded latents rendered
+    through the same note path (pitch, velocity, the model's envelope), and the real notes."""
+    caps = [corpus.notes[i]["caption"] for i in idx]
+    fam = [corpus.notes[i]["family"] for i in idx]
+    truth = family_ids(fam)
+    res = text_adherence(model, mapper, caps, classifier, fam, seed=seed, encoder=encoder)
+    preds_z, preds_real = [], []
+    sr = corpus.sample_rate
+    for start in range(0, len(idx), batch):
+        part = idx[start:start + batch]
+        cond = Conditions(pitch=torch.tensor([float(corpus.notes[i]["pitch"]) for i in part]),
+                          velocity=torch.tensor([float(corpus.notes[i]["velocity"]) for i in part]))
+        audio = model.render(true_z[start:start + batch], cond, seed=seed)
+        preds_z.append(classifier.family_logits(audio, model.sample_rate).argmax(-1))
+        real = torch.stack([torch.from_numpy(corpus.waveform(i)) for i in part])
+        preds_real.append(classifier.family_logits(real, sr).argmax(-1))
+    acc = lambda p: float((torch.cat(p) == truth).float().mean())  # noqa: E731
+    return {"rendered_from_text": res["accuracy"], "per_family_from_text": res["per_family"],
+            "encoded_latent_as_note": acc(preds_z), "real_notes": acc(preds_real)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="studio/models/ddsp-gm.safetensors")
@@ -133,6 +161,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=300, help="text mapper epochs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--classifier", default="classifier-gm",
+                    help="note classifier for audio-level text adherence ('' to skip)")
     ap.add_argument("--name", default="fit_latent_tools")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -216,6 +246,11 @@ def main() -> None:
           f"(explains {fit['explained']:.2f} of the coordinate variance), {timings['fit_mapper_s']:.1f} s")
 
     t = time.perf_counter()
+    classifier = None
+    if args.classifier:
+        from synth.catalog import load_named
+
+        classifier = load_named(args.classifier).eval()
     ref_fam = [corpus.notes[i]["family"] for i in train_idx]
     majority = Counter(ref_fam).most_common(1)[0]
     seen = set(captions)
@@ -234,6 +269,9 @@ def main() -> None:
             pred = mapper.predict(e, seed=args.seed, temperature=temp)
             row[f"mapped_t{temp:g}"] = nearest_family_accuracy(pred, fam, coords, ref_fam)
         row["encoded_latents"] = nearest_family_accuracy(model.to_pca(true_z), fam, coords, ref_fam)
+        if classifier is not None:
+            row["audio"] = audio_adherence(model, mapper, classifier, corpus, idx, true_z,
+                                           encoder, args.seed)
         unseen = [k for k, c in enumerate(caps) if c not in seen]
         if unseen:
             pred = mapper.predict(e[unseen])
@@ -245,6 +283,10 @@ def main() -> None:
     pred = mapper.predict(encoder.embed([prompts[k] for k in keep]))
     sets["free_prompts"] = {"n": len(keep), "mapped_t0": nearest_family_accuracy(
         pred, [prompt_fam[k] for k in keep], coords, ref_fam)}
+    if classifier is not None:
+        res = text_adherence(model, mapper, [prompts[k] for k in keep], classifier,
+                             [prompt_fam[k] for k in keep], seed=args.seed, encoder=encoder)
+        sets["free_prompts"]["audio"] = {"rendered_from_text": res["accuracy"]}
     timings["text_eval_s"] = time.perf_counter() - t
 
     print(f"{'held-out set':<22}{'n':>5}{'seen':>6}{'map t0 (cent/knn)':>19}{'t0.5 knn':>10}"
@@ -258,6 +300,15 @@ def main() -> None:
               f"{row.get('mapped_t1', {}).get('knn', float('nan')):>8.2f}"
               f"{(enc or {}).get('centroid', float('nan')):>12.2f}/{(enc or {}).get('knn', float('nan')):<7.2f}"
               f"{row.get('majority_rate', float('nan')):>9.2f}")
+
+    if classifier is not None:
+        print("\ntext adherence on audio (classifier family accuracy; issue 7's goal: 0.70)")
+        print(f"{'held-out set':<22}{'from text':>10}{'encoded z':>10}{'real notes':>11}")
+        for set_name, row in sets.items():
+            a = row.get("audio", {})
+            print(f"{set_name:<22}{a.get('rendered_from_text', float('nan')):>10.2f}"
+                  f"{a.get('encoded_latent_as_note', float('nan')):>10.2f}"
+                  f"{a.get('real_notes', float('nan')):>11.2f}")
 
     # 5. sidecars and results ------------------------------------------------------------------
     info = {"n_notes": len(train_idx), "corpus": str(corpus.root), "corpus_hash": corpus.hash,

@@ -219,30 +219,12 @@ def render_audio(model: Generator, req: RenderRequest,
         notes = read_midi(req.midi)
         return render_midi(model, notes, z, sample_rate=sr, controls=req.controls, seed=req.seed), sr
     audio = load(req.audio, model.sample_rate)
-    from synth.ddsp import DDSPGenerator
-
-    if isinstance(model, DDSPGenerator):  # timbre transfer: f0 and loudness from the recording
-        from synth.ddsp_play import TransferOptions, timbre_transfer
-
-        opts = TransferOptions(octave_shift=req.octave_shift, loudness_shift=req.loudness_shift)
-        return timbre_transfer(model, audio, z if req.latent is not None else None, opts,
-                               sample_rate=sr, controls=req.controls), sr
-    # autoencoders: encode, then decode the recording's own latent
-    seconds = audio.numel() / model.sample_rate
-    if model.max_duration is not None:
-        seconds = min(seconds, model.max_duration)
-    cond = Conditions(duration=seconds)
-    if getattr(model, "needs_pitch", False):
-        from synth.pitch import f0, hz_to_midi
-
-        track = f0(audio[None], model.sample_rate)
-        voiced = track.f0_hz[0][track.periodicity[0] > 0.5]
-        if voiced.numel() == 0:
-            raise SynthStudioError(f"{req.audio}: no pitch found to condition {model.kind} on")
-        cond = Conditions.note(float(hz_to_midi(voiced.median()).round()), velocity,
-                               duration=cond.duration)
-    return model.render(model.encode(audio[None], cond), cond, sample_rate=sr,
-                        controls=req.controls, seed=req.seed)[0], sr
+    # DDSP: timbre transfer with z; autoencoders: the recording's own latent
+    out = model.render_recording(audio, z if req.latent is not None else None,
+                                 velocity=velocity, sample_rate=sr, controls=req.controls,
+                                 seed=req.seed, octave_shift=req.octave_shift,
+                                 loudness_shift=req.loudness_shift)
+    return out, sr
 
 
 def render(req: RenderRequest, *, models: ModelCache | None = None,

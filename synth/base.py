@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import torch
 
-from synth.errors import ConfigError
+from synth.errors import ConfigError, SynthStudioError
 from synth.module import SynthModule
 
 
@@ -220,6 +220,36 @@ class Generator(SynthModule):
 
             audio = resample(audio, self.sample_rate, int(sample_rate))
         return audio
+
+    @torch.no_grad()
+    def render_recording(self, audio: torch.Tensor, latent: torch.Tensor | None = None, *,
+                         velocity: float = 100.0, sample_rate: int | None = None,
+                         controls: dict[str, float] | None = None, seed: int = 0,
+                         octave_shift: int = 0, loudness_shift: float = 0.0) -> torch.Tensor:
+        """Re-play a monophonic recording (T,) at the model's rate -> (T',) at `sample_rate`.
+
+        This default is the autoencoder path: the recording is encoded (its own latent; `latent`
+        is not used), cut to `max_duration`, pitch-tracked when the decoder needs a pitch (the
+        median voiced f0, moved by `octave_shift` octaves, played at `velocity`), decoded with
+        `render`, and scaled by `loudness_shift` dB. Models that follow a recording frame by
+        frame (DDSP timbre transfer) override it and use `latent` as the timbre.
+        """
+        seconds = audio.numel() / self.sample_rate
+        if self.max_duration is not None:
+            seconds = min(seconds, self.max_duration)
+        cond = Conditions(duration=seconds)
+        if getattr(self, "needs_pitch", False):
+            from synth.pitch import f0, hz_to_midi
+
+            track = f0(audio[None], self.sample_rate)
+            voiced = track.f0_hz[0][track.periodicity[0] > 0.5]
+            if voiced.numel() == 0:
+                raise SynthStudioError(f"no pitch found in the recording to condition {self.kind} on")
+            pitch = float(hz_to_midi(voiced.median()).round()) + 12 * int(octave_shift)
+            cond = Conditions.note(pitch, velocity, duration=seconds)
+        out = self.render(self.encode(audio[None], cond), cond, sample_rate=sample_rate,
+                          controls=controls, seed=seed)[0]
+        return out * 10 ** (loudness_shift / 20) if loudness_shift else out
 
     def check_controls(self, controls: dict[str, float]) -> None:
         """Raise a ConfigError naming any control this model does not have."""

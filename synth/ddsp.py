@@ -357,6 +357,20 @@ class DDSPGenerator(Generator):
         return self.decode(latent, cond, controls=synth_controls or None,
                            sample_rate=sample_rate, generator=int(seed))
 
+    @torch.no_grad()
+    def render_recording(self, audio: torch.Tensor, latent: torch.Tensor | None = None, *,
+                         velocity: float = 100.0, sample_rate: int | None = None,
+                         controls: dict[str, float] | None = None, seed: int = 0,
+                         octave_shift: int = 0, loudness_shift: float = 0.0) -> torch.Tensor:
+        """Timbre transfer (`synth.ddsp_play.timbre_transfer`): the recording's f0 and loudness
+        curves, frame by frame, played with `latent` as the timbre (default: the training mean);
+        `velocity` is not used (the loudness comes from the recording)."""
+        from synth.ddsp_play import TransferOptions, timbre_transfer
+
+        opts = TransferOptions(octave_shift=octave_shift, loudness_shift=loudness_shift)
+        return timbre_transfer(self, audio, latent, opts, sample_rate=sample_rate,
+                               controls=controls, seed=seed)
+
     @property
     def controls(self) -> list[ControlSpec]:
         return super().controls + [

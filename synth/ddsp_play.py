@@ -50,12 +50,13 @@ def analyze(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str = "tiny"
 @torch.no_grad()
 def timbre_transfer(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor | None = None,
                     options: TransferOptions | None = None, sample_rate: int | None = None,
-                    controls: dict[str, float] | None = None) -> torch.Tensor:
+                    controls: dict[str, float] | None = None, seed: int = 0) -> torch.Tensor:
     """Re-play a monophonic recording with the model's timbre.
 
     Args:
         audio: (T,) at `model.sample_rate`.
         z: (D,) or (1, D) timbre latent (default: the training mean, `latent_mean`).
+        seed: the filtered noise's seed (the same seed gives the same bytes).
     Returns:
         (T',) audio at `sample_rate` (default: the model's).
     """
@@ -79,4 +80,5 @@ def timbre_transfer(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor |
     f0_hz = midi_to_hz(midi)
     z = model.latent_mean if z is None else z
     z = z.reshape(1, -1).to(f0_hz)
-    return model.synthesize(f0_hz, ld, z, sample_rate=sample_rate, controls=controls)[0]
+    return model.synthesize(f0_hz, ld, z, sample_rate=sample_rate, controls=controls,
+                            generator=int(seed))[0]

@@ -55,6 +55,9 @@ def test_render_audio_and_midi_at_another_rate(model_path, tmp_path):
     m = render(RenderRequest(model=str(model_path), out=str(tmp_path / "a.wav"),
                              audio=str(tmp_path / "in.wav"), sample_rate=16000))
     assert m["sample_rate"] == 16000 and m["seconds"] == pytest.approx(1.0, abs=0.05)
+    torch.manual_seed(99)  # the transfer's noise comes from the request's seed, not the global RNG
+    render_from_manifest(tmp_path / "a.wav.json", str(tmp_path / "again.wav"))
+    assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "a.wav").read_bytes()
     mid = midi_file(tmp_path / "m.mid", [60, 64, 67])
     m = render(RenderRequest(model=str(model_path), out=str(tmp_path / "m.wav"), midi=str(mid)))
     assert m["seconds"] >= 0.75

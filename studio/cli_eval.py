@@ -119,7 +119,8 @@ def eval_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache training features."),
 ) -> None:
     """Generate N notes per model and write report.json, report.md and plots to OUT."""
-    from latent.evaluate import EvalOptions, GeneratedSet, RealSet, evaluate, write_report
+    from latent.eval_report import write_report
+    from latent.evaluate import EvalOptions, GeneratedSet, RealSet, evaluate
     from synth.catalog import load_named
     from synth.data.corpus import Corpus
     from synth.checkpoint import load_model

@@ -16,7 +16,7 @@ frames, frame k covering samples [k hop, (k + 1) hop).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch

@@ -10,7 +10,7 @@ import torch
 from synth.base import Conditions
 from synth.ddsp import DDSPGenerator, adsr_db
 from synth.ddsp_play import TransferOptions, timbre_transfer
-from synth.play import MidiNote, read_midi, render_midi
+from synth.play import read_midi, render_midi
 from synth.errors import ConfigError
 from synth.registry import build
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from latent.evaluate import (EvalOptions, GeneratedSet, RealSet, evaluate, markdown,
-                             write_report)
+from latent.eval_report import markdown, write_report
+from latent.evaluate import EvalOptions, GeneratedSet, RealSet, evaluate
 from studio.cli_eval import resolve_models
 from synth.checkpoint import save_model
 from synth.data.corpus import Corpus

@@ -21,22 +21,45 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.4g}"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    keys = [k for k in COLUMNS if any(k in r["metrics"] for r in report["rows"])]
-    sep = report["separation"]
-    head = ["model", "role"] + [COLUMNS[k][0] + ("" if sep.get(k, True) else " (!)") for k in keys]
-    lines = ["# Evaluation", "",
-             f"{report['n_train']} training notes, {report['n_test']} test notes, "
-             f"{report['sample_rate']} Hz; classifier {report['classifier']['hash']}.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _columns(report: dict[str, Any]) -> list[str]:
+    """Metric keys (in `COLUMNS` order) that some row of the report carries."""
+    return [k for k in COLUMNS if any(k in r["metrics"] for r in report["rows"])]
+
+
+def _cell(text: str) -> str:
+    """Escape the pipes of labels such as |D|self for a markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    """The metric table (one row per model or calibration row) as markdown lines; a column whose
+    floor row is not better than every ceiling row is marked (!)."""
+    keys, sep = _columns(report), report["separation"]
+    head = ["model", "role"] + [_cell(COLUMNS[k][0]) + ("" if sep.get(k, True) else " (!)")
+                                for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["rows"]:
         lines.append("| " + " | ".join([r["name"], r["role"]] +
                                         [_fmt(r["metrics"].get(k)) for k in keys]) + " |")
-    lines += ["", "(!): the floor row is not better than every ceiling row on this metric.", "",
-              "| column | better | meaning |", "|---|---|---|"]
+    return lines
+
+
+def column_notes(report: dict[str, Any]) -> list[str]:
+    """One line per column: its label, which direction is better, what it means (markdown)."""
     arrows = {"up": "higher", "down": "lower", "alpha": "near alpha", "0": "near 0",
               "real": "near real test"}
-    lines += [f"| {COLUMNS[k][0]} | {arrows[COLUMNS[k][1]]} | {COLUMNS[k][2]} |" for k in keys]
+    return ["| column | better | meaning |", "|---|---|---|"] + [
+        f"| {_cell(COLUMNS[k][0])} | {arrows[COLUMNS[k][1]]} | {COLUMNS[k][2]} |"
+        for k in _columns(report)]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Evaluation", "",
+             f"{report['n_train']} training notes, {report['n_test']} test notes, "
+             f"{report['sample_rate']} Hz; classifier {report['classifier']['hash']}.", ""]
+    lines += table(report)
+    lines += ["", "(!): the floor row is not better than every ceiling row on this metric.", ""]
+    lines += column_notes(report)
     if not report.get("wavegan_features"):
         lines += ["", "WaveGAN-feature |D|self and |D|train: latent.metrics.distance not installed."]
     lines += ["", "## Per octave (pitch accuracy / |D|train on the embedding)", "",
@@ -63,7 +86,7 @@ def plots(report: dict[str, Any]) -> dict[str, bytes]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in COLUMNS if any(k in r["metrics"] for r in report["rows"])]
+    keys = _columns(report)
     names = [r["name"] for r in report["rows"]]
     colours = {"floor": "tab:green", "ceiling": "tab:red", "model": "tab:blue"}
     cols = 4

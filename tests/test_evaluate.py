@@ -2,6 +2,7 @@
 calibration rows, copies flagged, feature cache, report files, CLI exit codes."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from latent.eval_report import markdown, write_report
+from latent.eval_report import markdown, table, write_report
 from latent.evaluate import EvalOptions, GeneratedSet, RealSet, evaluate
 from studio.cli_eval import resolve_models
 from synth.checkpoint import save_model
@@ -74,6 +75,10 @@ def test_write_report_writes_json_markdown_and_plots(corpus, classifier, tmp_pat
     for png in ("metrics.png", "per_pitch.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
     assert markdown(report) == text
+    # every row of the metric table has as many cells as its header (|D|self labels escaped)
+    rows = [line for line in table(report) if line.startswith("| ")]
+    cells = {len(re.split(r"(?<!\\)\|", line)) for line in rows}
+    assert len(cells) == 1 and len(rows) == 1 + len(report["rows"])
 
 
 def run_cli(*args):

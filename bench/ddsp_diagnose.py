@@ -26,27 +26,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from bench.ddsp_eval import griffinlim_resynth, pick  # noqa: E402
+from bench.ddsp_eval import griffinlim_resynth, pick, resynth  # noqa: E402
 from synth.catalog import load_named  # noqa: E402
 from synth.checkpoint import load_model  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
 from synth.data.gm import FAMILIES  # noqa: E402
 from synth.features import FeatureSpec, LogMel  # noqa: E402
-from synth.pitch import midi_to_hz  # noqa: E402
 
 ATTACK_S = 0.15
 
 
 @torch.no_grad()
-def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, controls=None) -> torch.Tensor:
-    """(B, T) originals -> (B, T') resynthesis with the loudness lock (the inference default)."""
-    n = audio.shape[-1] // model.hop_length * model.hop_length
-    audio = audio[:, :n]
-    f0 = midi_to_hz(pitch)[:, None].expand(-1, n // model.hop_length)
-    return model.synthesize(f0, model.analyze_loudness(audio), model.encode(audio), n_samples=n,
-                            controls=controls, generator=0)
-
-
 def variants(model, audio: torch.Tensor, pitch: torch.Tensor, sr: int) -> dict[str, torch.Tensor]:
     out = resynth(model, audio, pitch)
     n = out.shape[-1]
@@ -59,10 +49,10 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor, sr: int) -> dict[s
         "ddsp": out,
         "ddsp with the original's attack": torch.cat([ref[:, :a], out[:, a:]], 1),
         "original with ddsp's attack": torch.cat([out[:, :a], ref[:, a:]], 1),
-        "ddsp, no reverb": resynth(model, audio, pitch, {"reverb_mix": 0.0}),
-        "ddsp, no noise": resynth(model, audio, pitch, {"noise_db": -24.0}),
+        "ddsp, no reverb": resynth(model, audio, pitch, controls={"reverb_mix": 0.0}),
+        "ddsp, no noise": resynth(model, audio, pitch, controls={"noise_db": -24.0}),
         "ddsp, no noise, no reverb": resynth(model, audio, pitch,
-                                             {"noise_db": -24.0, "reverb_mix": 0.0}),
+                                             controls={"noise_db": -24.0, "reverb_mix": 0.0}),
         "original, first second only": ref * first,
         "ddsp, first second only": out * first,
         "Griffin-Lim resynthesis": griffinlim_resynth(ref, sr),

@@ -61,7 +61,11 @@ def neighbour(corpus: Corpus, i: int) -> int | None:
 
 
 @torch.no_grad()
-def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True) -> torch.Tensor:
+def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True,
+            controls: dict[str, float] | None = None) -> torch.Tensor:
+    """(B, T) originals -> (B, T') resynthesis: manifest pitch as f0, the original's loudness,
+    its own z; `lock` is the loudness lock (the inference default), `controls` the model's
+    synthesis controls (harmonic_db, noise_db, brightness, reverb_mix)."""
     n = audio.shape[-1] // model.hop_length * model.hop_length
     audio = audio[:, :n]
     frames = n // model.hop_length
@@ -69,7 +73,7 @@ def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True) 
     ld = model.analyze_loudness(audio)
     z = model.encode(audio)
     return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0),
-                            match_loudness=lock)
+                            controls=controls, match_loudness=lock)
 
 
 def harmonic_baseline(audio: torch.Tensor, pitch: torch.Tensor, sr: int, hop: int = 64) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 from synth.base import Conditions, Generator
 from synth.errors import ConfigError, SynthStudioError
 from synth.features import FeatureSpec, LogMel
+from synth.harmonic_mel import HarmonicMelHead
 
 #: Length of the fade applied when `decode` truncates a note to a shorter duration.
 FADE_SECONDS = 0.010
@@ -56,6 +57,9 @@ class MelGenerator(Generator):
             raise ConfigError(f"{self.kind}: note_seconds={config.note_seconds} is shorter than "
                               f"one STFT window ({spec.describe()})")
         self.logmel = LogMel(spec)
+        # Subclass configs with ``harmonic_head`` (default True) draw the pitch's harmonic comb
+        # analytically (`synth.harmonic_mel`); their decoders then output 2 * n_mels channels.
+        self.harmonic_head = HarmonicMelHead(spec) if getattr(config, "harmonic_head", False) else None
         object.__setattr__(self, "_vocoder", None)  # not a submodule: never in the checkpoint
 
     # -- identity -----------------------------------------------------------------------------
@@ -129,6 +133,21 @@ class MelGenerator(Generator):
         """Network scale -> log-mel, floored at log(log_floor) like a measured mel."""
         floor = math.log(self.config.feature_spec.log_floor)
         return (x * self.config.mel_scale + self.config.mel_offset).clamp_min(floor)
+
+    @property
+    def decoder_channels(self) -> int:
+        """Channels the decoder's last layer emits: n_mels, or 2 * n_mels (harmonic and noise
+        envelopes) with the harmonic head."""
+        n_mels = self.config.feature_spec.n_mels
+        return 2 * n_mels if self.harmonic_head is not None else n_mels
+
+    def output_head(self, raw: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """Decoder output (B, `decoder_channels`, F) in network scale + pitch (B,) MIDI ->
+        (B, n_mels, F) normalised log-mel (identity without the harmonic head)."""
+        if self.harmonic_head is None:
+            return raw
+        log_mel = self.harmonic_head(raw * self.config.mel_scale + self.config.mel_offset, pitch)
+        return self.normalize(log_mel)
 
     def pad_frames(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
         """(B, n_mels, F) normalised mel -> (B, n_mels, ceil(F / multiple) * multiple), padded on

@@ -5,8 +5,10 @@ offset/scale and padded with silence to a multiple of 2**(len(channels) - 1) fra
 strided conv stack (`DownStack`), flattened -> mu, logvar (B, D): one global z per note.
 Decoder: [z, pitch embedding (MIDI 0-127, interpolated between rows for fractional pitches),
 velocity embedding] -> MLP -> (B, channels[-1], frames') -> upsampling conv stack with FiLM from
-the same vector (`UpStack`) -> log-mel (B, n_mels, n_frames). Audio comes from the vocoder
-(`MelGenerator.decode`).
+the same vector (`UpStack`) -> log-mel (B, n_mels, n_frames). With `harmonic_head` (default) the
+stack emits harmonic and noise envelopes (B, 2 n_mels, n_frames) and the pitch's harmonic comb is
+drawn analytically (`synth.harmonic_mel.HarmonicMelHead`), so z carries timbre and pitch is
+exact. Audio comes from the vocoder (`MelGenerator.decode`).
 
 Loss: L1 (+ optional L2) on the normalised log-mel, plus beta * KL with a linear warm-up over
 `kl_warmup_steps` and free bits: each dimension's batch-mean KL counts as at least `free_bits`
@@ -44,6 +46,7 @@ class VAEConfig:
     kl_warmup_steps: int = 2000
     free_bits: float = 0.25
     l2_weight: float = 0.0
+    harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or not self.channels or min(self.channels) < 1:
@@ -85,7 +88,7 @@ class VAEGenerator(MelGenerator):
         self.cond_mlp = nn.Sequential(nn.Linear(cond_in, c.cond_hidden), nn.LeakyReLU(0.2),
                                       nn.Linear(c.cond_hidden, c.cond_hidden), nn.LeakyReLU(0.2))
         self.to_frames = nn.Linear(c.cond_hidden, flat)
-        self.decoder = UpStack(n_mels, tuple(c.channels), c.kernel_size, c.cond_hidden)
+        self.decoder = UpStack(self.decoder_channels, tuple(c.channels), c.kernel_size, c.cond_hidden)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
 
     @classmethod
@@ -115,7 +118,7 @@ class VAEGenerator(MelGenerator):
             raise ConfigError(f"vae: latent must be (B, {self.latent_dim}), got {tuple(z.shape)}")
         h = self.cond_mlp(torch.cat([z, self.pitch_emb(pitch), self.velocity_emb(velocity)], -1))
         x = self.to_frames(h).reshape(z.shape[0], self.config.channels[-1], self.code_frames)
-        return self.decoder(x, h)[..., : self.n_frames]
+        return self.output_head(self.decoder(x, h)[..., : self.n_frames], pitch)
 
     def decode_mel(self, latent: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """z (B, D) + conditions (pitch required) -> (B, n_mels, n_frames) log-mel."""

@@ -8,7 +8,9 @@ codes, codebook moved by exponential moving averages of the assigned vectors (no
 gradient), k-means initialisation on the first training batch, restarts of codes whose EMA usage
 falls below `restart_threshold` vectors per batch from random encoder outputs (Jukebox),
 commitment loss ||z - sg(q)||^2 weighted by `commitment`. Decoder: codes' vectors -> conv ->
-upsampling conv stack with FiLM from pitch and velocity embeddings (`UpStack`) -> log-mel.
+upsampling conv stack with FiLM from pitch and velocity embeddings (`UpStack`) -> log-mel (with
+`harmonic_head`, the default: harmonic and noise envelopes over the pitch's analytic comb,
+`synth.harmonic_mel`).
 
 Prior (`CodePrior`): a small GPT over the code sequence after three conditioning tokens (pitch,
 velocity, GM family 0-15 or 16 for "unknown"), trained as its own phase ("prior", own optimizer)
@@ -63,6 +65,7 @@ class VQVAEConfig:
     prior_dropout: float = 0.1
     family_dropout: float = 0.1
     prior_top_k: int = 0
+    harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
 
     def __post_init__(self) -> None:
         if self.codebook_size < 2 or self.latent_dim < 1 or not self.channels:
@@ -339,7 +342,7 @@ class VQVAEGenerator(MelGenerator):
         self.velocity_emb = FractionalEmbedding(128, c.velocity_dim)
         self.cond_mlp = nn.Sequential(nn.Linear(c.pitch_dim + c.velocity_dim, c.cond_hidden),
                                       nn.LeakyReLU(0.2))
-        self.decoder = UpStack(n_mels, tuple(c.channels), c.kernel_size, c.cond_hidden)
+        self.decoder = UpStack(self.decoder_channels, tuple(c.channels), c.kernel_size, c.cond_hidden)
         self.prior = CodePrior(c.codebook_size, self.code_frames, c.prior_dim, c.prior_layers,
                                c.prior_heads, c.prior_ff, c.prior_dropout)
         self._codes_cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -380,7 +383,7 @@ class VQVAEGenerator(MelGenerator):
                           velocity: torch.Tensor) -> torch.Tensor:
         """Code vectors (B, D, F') + pitch, velocity (B,) -> (B, n_mels, n_frames) normalised."""
         h = self.cond_mlp(torch.cat([self.pitch_emb(pitch), self.velocity_emb(velocity)], -1))
-        return self.decoder(self.post_quant(quantized), h)[..., : self.n_frames]
+        return self.output_head(self.decoder(self.post_quant(quantized), h)[..., : self.n_frames], pitch)
 
     def decode_mel(self, latent: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """Pre-quantisation (B, D, F') (quantised here; an already quantised latent maps to

@@ -15,6 +15,11 @@ frames) -> ratio = mean over instruments of the latent variance across pitches (
 covariance) / mean over pitches of the variance across instruments. Goal <= 0.3.
 Pitch transfer: each instrument's z at the middle pitch decoded at every other pitch; median
 |cents| of torchcrepe (tiny) f0 against the requested pitch over voiced frames.
+Interpolation: pairs of those instruments whose notes at the middle pitch differ in spectral
+centroid by at least 25 %; each pair's latents (VQ-VAE: pre-quantisation, quantised by the
+decoder) are interpolated linearly at 9 points and decoded at that pitch; a pair passes when the
+decoded centroids move monotonically, no step backwards larger than `--tolerance` (5 %) of the
+endpoints' gap (`latent.interpolate.monotonic_within`).
 VQ-VAE: codebook usage and perplexity over the validation split's codes; prior samples at the
 grid pitches (families of the chosen instruments), median |cents| against the requested pitch.
 
@@ -134,6 +139,32 @@ def disentanglement(model, corpus: Corpus, grid: dict[str, list[int]], pitches: 
 
 
 @torch.no_grad()
+def interpolation(model, corpus: Corpus, grid: dict[str, list[int]], pitches: list[int],
+                  tolerance: float, max_pairs: int = 12) -> dict[str, object]:
+    """Centroid monotonicity of latent interpolations between pairs of instruments."""
+    from synth.data.descriptors import describe
+    from latent.interpolate import centroid_sweep, monotonic_within
+
+    mid = len(pitches) // 2
+    notes = [idx[mid] for idx in grid.values()]
+    audio = torch.from_numpy(corpus.waveform(notes))
+    centroids = [describe(a.numpy(), corpus.sample_rate, pitch=float(pitches[mid]))["centroid_hz"]
+                 for a in audio]
+    latents = model.encode(model.fit_length(audio), conditions(corpus, notes))
+    pairs = [(i, j) for i in range(len(notes)) for j in range(i + 1, len(notes))
+             if max(centroids[i], centroids[j]) >= 1.25 * min(centroids[i], centroids[j])]
+    sweeps = []
+    for i, j in pairs[:max_pairs]:
+        cond = conditions(corpus, [notes[i]])
+        values = centroid_sweep(model, latents[i:i + 1], latents[j:j + 1], cond)
+        sweeps.append({"instruments": [list(grid)[i], list(grid)[j]], "centroid_hz": values,
+                       "monotonic": monotonic_within(values, tolerance)})
+    return {"pairs": len(sweeps), "tolerance": tolerance,
+            "monotonic_fraction": float(np.mean([s["monotonic"] for s in sweeps])) if sweeps else float("nan"),
+            "sweeps": sweeps}
+
+
+@torch.no_grad()
 def vq_checks(model, corpus: Corpus, n: int, grid: dict[str, list[int]], pitches: list[int],
               seed: int, batch: int) -> dict[str, float]:
     idx = pick(corpus, "valid", "train", n, seed)
@@ -167,6 +198,8 @@ def main() -> None:
     ap.add_argument("--vocoder", default=None, help="override the model's vocoder (name or 'griffinlim')")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tolerance", type=float, default=0.05,
+                    help="interpolation: largest step back, as a fraction of the endpoints' gap")
     args = ap.parse_args()
     torch.set_num_threads(2)
     model = load_model(args.model).eval()
@@ -183,7 +216,8 @@ def main() -> None:
     for name, (idx, inst_split) in sets.items():
         grid = instrument_grid(corpus, pitches, args.instruments, inst_split, args.seed)
         results[name] = {"reconstruction": reconstruction(model, corpus, idx, args.batch),
-                         "disentanglement": disentanglement(model, corpus, grid, pitches, args.batch)}
+                         "disentanglement": disentanglement(model, corpus, grid, pitches, args.batch),
+                         "interpolation": interpolation(model, corpus, grid, pitches, args.tolerance)}
     if model.kind == "vqvae":
         grid = instrument_grid(corpus, pitches, args.instruments, "train", args.seed)
         results["vq"] = vq_checks(model, corpus, args.n, grid, pitches, args.seed, args.batch)
@@ -201,6 +235,9 @@ def main() -> None:
         d = results[set_name]["disentanglement"]
         print(f"{set_name}: disentanglement ratio {d['ratio']:.3f} over {d['instruments']} instruments; "
               f"pitch transfer median {d['transfer_cents_median']:.1f} cents")
+        it = results[set_name]["interpolation"]
+        print(f"{set_name}: interpolation centroid monotonic (tolerance {it['tolerance']:.0%}) in "
+              f"{it['monotonic_fraction']:.2f} of {it['pairs']} instrument pairs")
     if "vq" in results:
         v = results["vq"]
         print(f"codebook usage {v['codebook_usage']:.2f} (perplexity {v['codebook_perplexity']:.1f}); "

@@ -287,3 +287,37 @@ def _fit_length(audio: torch.Tensor, n: int) -> torch.Tensor:
     if audio.shape[-1] >= n:
         return audio[..., :n]
     return torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
+
+
+# -- measuring a morph ----------------------------------------------------------------------------
+@torch.no_grad()
+def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Conditions,
+                   n: int = 9) -> list[float]:
+    """Spectral centroid (Hz, `synth.data.descriptors.describe`) of the note decoded at each of
+    `n` evenly spaced points of lerp(a, b, t), t = 0 .. 1. a, b: one latent each, (1, ...) in
+    the model's latent shape ((1, D), or (1, D, F') for temporal latents); cond: one note. Points
+    are decoded one at a time (batch-size invariant)."""
+    from synth.data.descriptors import describe
+
+    if n < 2:
+        raise ConfigError(f"centroid_sweep needs n >= 2 points, got {n}")
+    if a.shape != b.shape or a.ndim < 2 or a.shape[0] != 1:
+        raise ConfigError(f"centroid_sweep: a and b must be single latents (1, ...) of one shape, "
+                          f"got {tuple(a.shape)} and {tuple(b.shape)}")
+    t = torch.linspace(0.0, 1.0, n, dtype=a.dtype, device=a.device)
+    z = torch.lerp(a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:]),
+                   t.reshape(n, *([1] * (a.ndim - 1))))
+    audio = torch.cat([model.decode(z[i:i + 1], cond) for i in range(n)]).cpu().numpy()
+    pitch = None if cond.pitch is None else float(cond.pitch.reshape(-1)[0])
+    return [describe(x, model.sample_rate, pitch=pitch)["centroid_hz"] for x in audio]
+
+
+def monotonic_within(values: Sequence[float], tolerance: float) -> bool:
+    """True when `values` move from first to last without any step against that direction
+    larger than `tolerance` x |last - first| (0: strictly no step back)."""
+    if len(values) < 2:
+        return True
+    gap = values[-1] - values[0]
+    sign = 1.0 if gap >= 0 else -1.0
+    worst_back = max(0.0, max(-sign * (y - x) for x, y in zip(values[:-1], values[1:])))
+    return worst_back <= tolerance * abs(gap)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from latent.interpolate import (barycentric, bilinear, equal_power_gains, lerp, path, path_mode,
-                                render_path, slerp)
+from latent.interpolate import (barycentric, bilinear, centroid_sweep, equal_power_gains, lerp,
+                                monotonic_within, path, path_mode, render_path, slerp)
 from synth.base import Conditions
 from synth.errors import ConfigError
 from synth.registry import build
@@ -133,3 +133,32 @@ def test_render_path_frames_mode():
     points = torch.randn(2, model.latent_dim)
     audio = render_path(model, points, Conditions.note(57, 90), 0.4)
     assert audio.shape == (round(0.4 * model.sample_rate),) and torch.isfinite(audio).all()
+
+
+def test_monotonic_within_counts_steps_back_against_the_endpoints_gap():
+    assert monotonic_within([100, 150, 200], 0.0) and monotonic_within([300, 250, 100], 0.0)
+    # one step back of 10 Hz on a 100 Hz gap: 10 %
+    assert not monotonic_within([100, 150, 140, 200], 0.05)
+    assert monotonic_within([100, 150, 140, 200], 0.10)
+    assert not monotonic_within([200, 150, 160, 100], 0.05)
+
+
+class _Mixer:
+    """A stand-in generator: latent (B, 1) mixes a tone at f0 (z = 0) with one at 5 f0 (z = 1)."""
+
+    sample_rate = 8000
+
+    def decode(self, z, cond):
+        t = torch.arange(4000) / self.sample_rate
+        f0 = 440 * 2 ** ((cond.pitch.reshape(-1)[:1] - 69) / 12)
+        w = z.reshape(-1, 1)
+        return (1 - w) * torch.sin(2 * math.pi * f0 * t) + w * torch.sin(2 * math.pi * 5 * f0 * t)
+
+
+def test_centroid_sweep_measures_the_decoded_morph():
+    values = centroid_sweep(_Mixer(), torch.zeros(1, 1), torch.ones(1, 1), Conditions.note([60.0]), n=5)
+    f0 = 440 * 2 ** (-9 / 12)
+    assert values[0] == pytest.approx(f0, rel=0.02) and values[-1] == pytest.approx(5 * f0, rel=0.02)
+    assert monotonic_within(values, 0.0)
+    with pytest.raises(ConfigError, match="single latents"):
+        centroid_sweep(_Mixer(), torch.zeros(2, 1), torch.zeros(2, 1), Conditions.note([60.0]))

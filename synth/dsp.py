@@ -149,24 +149,42 @@ def remove_above_nyquist(frequencies: torch.Tensor, amplitudes: torch.Tensor,
     return torch.where(frequencies >= sample_rate / 2.0, torch.zeros_like(amplitudes), amplitudes)
 
 
-def harmonic_frequencies(f0_hz: torch.Tensor, n_harmonics: int) -> torch.Tensor:
-    """(B, n, 1) fundamental -> (B, n, H) harmonic frequencies ``f0 * [1..H]``."""
-    ratios = torch.arange(1, n_harmonics + 1, device=f0_hz.device, dtype=f0_hz.dtype)
-    return f0_hz * ratios
+def inharmonic_ratios(inharmonicity: torch.Tensor, n_harmonics: int) -> torch.Tensor:
+    """Stiff-string partial ratios ``k sqrt(1 + B k^2)``, k = 1..H (Fletcher 1964):
+    (B,) inharmonicity coefficients B >= 0 -> (B, H); B = 0 gives the harmonic series."""
+    b = inharmonicity.reshape(-1, 1)
+    k = torch.arange(1, n_harmonics + 1, device=b.device, dtype=b.dtype)
+    return k * torch.sqrt(1.0 + b * k.square())
+
+
+def _ratios(f0_hz: torch.Tensor, n_harmonics: int, inharmonicity: torch.Tensor | None) -> torch.Tensor:
+    """Partial ratios broadcastable against (B, n, 1) f0: (H,) or (B, 1, H)."""
+    if inharmonicity is None:
+        return torch.arange(1, n_harmonics + 1, device=f0_hz.device, dtype=f0_hz.dtype)
+    return inharmonic_ratios(inharmonicity.to(f0_hz.dtype), n_harmonics)[:, None, :]
+
+
+def harmonic_frequencies(f0_hz: torch.Tensor, n_harmonics: int,
+                         inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n, 1) fundamental -> (B, n, H) partial frequencies ``f0 * [1..H]``, or with a per-note
+    inharmonicity (B,) ``f0 * k sqrt(1 + B k^2)`` (`inharmonic_ratios`)."""
+    return f0_hz * _ratios(f0_hz, n_harmonics, inharmonicity)
 
 
 def normalize_harmonics(distribution: torch.Tensor, f0_hz: torch.Tensor | None = None,
-                        sample_rate: int | None = None) -> torch.Tensor:
+                        sample_rate: int | None = None,
+                        inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
     """ddsp's ``normalize_harmonics``: zero harmonics at or above Nyquist (when f0 and the sample
     rate are given), then divide by the sum over harmonics (an all-zero frame stays zero).
 
     Args:
-        distribution: (B, F, H) non-negative weights; f0_hz: (B, F, 1).
+        distribution: (B, F, H) non-negative weights; f0_hz: (B, F, 1);
+        inharmonicity: optional (B,) coefficients (partials at `harmonic_frequencies`).
     Returns:
         (B, F, H) summing to 1 over H wherever any harmonic survives.
     """
     if f0_hz is not None and sample_rate is not None:
-        freqs = harmonic_frequencies(f0_hz, distribution.shape[-1])
+        freqs = harmonic_frequencies(f0_hz, distribution.shape[-1], inharmonicity)
         distribution = remove_above_nyquist(freqs, distribution, sample_rate)
     return safe_divide(distribution, distribution.sum(-1, keepdim=True))
 
@@ -187,16 +205,19 @@ class HarmonicControls(NamedTuple):
 
 
 def harmonic_controls(amplitude: torch.Tensor, distribution: torch.Tensor, f0_hz: torch.Tensor,
-                      sample_rate: int, normalize_below_nyquist: bool = True) -> HarmonicControls:
+                      sample_rate: int, normalize_below_nyquist: bool = True,
+                      inharmonicity: torch.Tensor | None = None) -> HarmonicControls:
     """ddsp's ``synths.Harmonic.get_controls``: exp_sigmoid on raw network outputs, then
     `normalize_harmonics` (harmonics above Nyquist removed first unless told otherwise).
 
     Args:
-        amplitude: (B, F, 1) raw; distribution: (B, F, H) raw; f0_hz: (B, F, 1) Hz.
+        amplitude: (B, F, 1) raw; distribution: (B, F, H) raw; f0_hz: (B, F, 1) Hz;
+        inharmonicity: optional (B,) per-note coefficients, for the Nyquist test.
     """
     amplitude = exp_sigmoid(amplitude)
     distribution = normalize_harmonics(exp_sigmoid(distribution), f0_hz,
-                                       sample_rate if normalize_below_nyquist else None)
+                                       sample_rate if normalize_below_nyquist else None,
+                                       inharmonicity)
     return HarmonicControls(f0_hz, amplitude, distribution)
 
 
@@ -266,7 +287,7 @@ def oscillator_bank(frequencies: torch.Tensor, amplitudes: torch.Tensor, sample_
 
 def _harmonic_bank(f0_up: torch.Tensor, amps: torch.Tensor, n_samples: int, sample_rate: int,
                    method: ResampleMethod, chunk_elements: int = 1 << 21,
-                   max_chunks: int = 16) -> torch.Tensor:
+                   max_chunks: int = 16, inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
     """Fast harmonic bank for n_samples a multiple of the frame count (see `harmonic_synthesis`).
 
     Upsampled amplitudes are never materialised: within segment k (hop samples) both methods
@@ -279,14 +300,26 @@ def _harmonic_bank(f0_up: torch.Tensor, amps: torch.Tensor, n_samples: int, samp
     whole chunk are skipped and the per-sample Nyquist mask is applied to the rest. Without
     autograd the sines are computed in place in one buffer.
 
+    Inharmonic partials (ratio r_k = k sqrt(1 + B k^2) = k + d_k): the phase k * (fundamental
+    phase mod 2 pi) is exact only for integer k, so the stretch d_k * (unreduced fundamental
+    phase) is added separately, reduced mod 2 pi in float64.
+
     Args:
-        f0_up: (B, T) upsampled f0 in Hz; amps: (B, F, H) frame-rate harmonic amplitudes.
+        f0_up: (B, T) upsampled f0 in Hz; amps: (B, F, H) frame-rate harmonic amplitudes;
+        inharmonicity: optional (B,) coefficients B.
     """
     batch, n_frames, n_harm = amps.shape
     hop = n_samples // n_frames
     dtype, device = amps.dtype, amps.device
-    phase = torch.cumsum(f0_up.double() * (_TWO_PI / sample_rate), dim=1)
-    phase = torch.remainder(phase, _TWO_PI).to(dtype).view(batch, n_frames, hop, 1)
+    total = torch.cumsum(f0_up.double() * (_TWO_PI / sample_rate), dim=1)
+    phase = torch.remainder(total, _TWO_PI).to(dtype).view(batch, n_frames, hop, 1)
+    stretch = None
+    if inharmonicity is not None:
+        full = inharmonic_ratios(inharmonicity.double().expand(batch), n_harm)  # (B, H)
+        stretch = (full - torch.arange(1, n_harm + 1, device=device, dtype=torch.float64))
+        stretch = stretch[:, None, None, :]  # d_k, (B, 1, 1, H)
+        total = total.view(batch, n_frames, hop, 1)
+        full = full.to(dtype)
     f0_seg = f0_up.reshape(batch, n_frames, hop, 1)
     if method == "window":
         tail, head = _window_weights(hop, dtype, device)  # (hop,)
@@ -300,14 +333,19 @@ def _harmonic_bank(f0_up: torch.Tensor, amps: torch.Tensor, n_samples: int, samp
     ratios = torch.arange(1, n_harm + 1, dtype=dtype, device=device)
     nyquist = sample_rate / 2.0
     # harmonics below Nyquist per sample, up to rounding (the exact mask is applied below)
-    n_below = torch.where(f0_up > 0, torch.ceil(nyquist / f0_up.clamp_min(1e-30)) - 1,
-                          torch.full_like(f0_up, float(n_harm))).clamp(0, n_harm)
+    if stretch is None:
+        n_below = torch.where(f0_up > 0, torch.ceil(nyquist / f0_up.clamp_min(1e-30)) - 1,
+                              torch.full_like(f0_up, float(n_harm))).clamp(0, n_harm)
+    else:  # ratios increase with k: count those below nyquist / f0
+        limit = (nyquist / f0_up.clamp_min(1e-30)).to(full.dtype)
+        n_below = torch.searchsorted(full.contiguous(), limit.contiguous()).to(f0_up.dtype)
     n_below = n_below.view(batch, n_frames, hop)
     per_frame = max(1, batch * hop * n_harm)
     step = max(1, max(chunk_elements, -(-n_frames * per_frame // max_chunks)) // per_frame)
     lows = n_below.amin(dim=(0, 2)).cpu().tolist()
     highs = n_below.amax(dim=(0, 2)).cpu().tolist()
-    in_place = not (torch.is_grad_enabled() and (f0_up.requires_grad or amps.requires_grad))
+    in_place = not (torch.is_grad_enabled() and (f0_up.requires_grad or amps.requires_grad or (
+        inharmonicity is not None and inharmonicity.requires_grad)))
     buffer = torch.empty(batch * min(step, n_frames) * hop * n_harm, dtype=dtype, device=device)
     outputs = []
     for start in range(0, n_frames, step):
@@ -315,13 +353,22 @@ def _harmonic_bank(f0_up: torch.Tensor, amps: torch.Tensor, n_samples: int, samp
         lo = max(0, int(min(lows[start:stop])) - 1)
         hi = min(n_harm, int(max(highs[start:stop])) + 1)
         ph, fs = phase[:, start:stop], f0_seg[:, start:stop]
-        below = (fs * ratios[lo:hi] < nyquist).to(dtype)
+        extra = None
+        if stretch is None:
+            below = (fs * ratios[lo:hi] < nyquist).to(dtype)
+        else:
+            below = (fs * full[:, None, None, lo:hi] < nyquist).to(dtype)
+            extra = torch.remainder(total[:, start:stop] * stretch[..., :hi], _TWO_PI).to(dtype)
         if in_place:
             sines = buffer[:ph.numel() * hi].view(*ph.shape[:3], hi)
-            torch.mul(ph, ratios[:hi], out=sines).sin_()
+            torch.mul(ph, ratios[:hi], out=sines)
+            if extra is not None:
+                sines.add_(extra)
+            sines.sin_()
             sines[..., lo:].mul_(below)
         else:
-            sines = torch.sin(ph * ratios[:hi])  # (B, c, hop, hi)
+            arg = ph * ratios[:hi] if extra is None else ph * ratios[:hi] + extra
+            sines = torch.sin(arg)  # (B, c, hop, hi)
             sines = torch.cat([sines[..., :lo], sines[..., lo:] * below], dim=-1)
         y = torch.matmul(sines, pairs[:, start:stop, :hi])  # (B, c, hop, 2)
         if tail.dim() == 2:
@@ -334,7 +381,8 @@ def _harmonic_bank(f0_up: torch.Tensor, amps: torch.Tensor, n_samples: int, samp
 def harmonic_synthesis(f0_hz: torch.Tensor, amplitude: torch.Tensor, distribution: torch.Tensor,
                        n_samples: int, sample_rate: int,
                        amp_resample_method: ResampleMethod = "linear",
-                       phase_precision: PhasePrecision = "float64") -> torch.Tensor:
+                       phase_precision: PhasePrecision = "float64",
+                       inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
     """Monophonic harmonic oscillator bank from frame-rate controls (``ddsp.core.harmonic_synthesis``).
 
     Semantics are ddsp's exactly: harmonic k has frequency ``k * f0`` (linearly upsampled) and
@@ -354,6 +402,8 @@ def harmonic_synthesis(f0_hz: torch.Tensor, amplitude: torch.Tensor, distributio
             computation order and cumsum, for parity; slower). float64 takes a fast path when
             n_samples is a multiple of F (see `_harmonic_bank`), else `oscillator_bank` (same
             result to float rounding, slower).
+        inharmonicity: optional (B,) per-note coefficients B >= 0: partial k sounds at
+            ``k sqrt(1 + B k^2) f0`` (stiff strings: piano, guitar, bass), not ``k f0``.
     Returns:
         (B, n_samples) audio.
     """
@@ -369,7 +419,8 @@ def harmonic_synthesis(f0_hz: torch.Tensor, amplitude: torch.Tensor, distributio
         if amp_resample_method not in ("linear", "window"):
             raise ConfigError(f"unknown resample method {amp_resample_method!r}")
         f0_up = upsample_linear(f0_hz, n_samples)[..., 0]
-        return _harmonic_bank(f0_up, harm_amps, n_samples, sample_rate, amp_resample_method)
-    freqs = upsample_linear(harmonic_frequencies(f0_hz, harm_amps.shape[-1]), n_samples)
+        return _harmonic_bank(f0_up, harm_amps, n_samples, sample_rate, amp_resample_method,
+                              inharmonicity=inharmonicity)
+    freqs = upsample_linear(harmonic_frequencies(f0_hz, harm_amps.shape[-1], inharmonicity), n_samples)
     amps = upsample(harm_amps, n_samples, amp_resample_method)
     return oscillator_bank(freqs, amps, sample_rate, phase_precision=phase_precision)

@@ -159,6 +159,56 @@ def test_harmonic_fast_path_equals_oscillator_bank(method):
     assert float((fast32.double() - slow).abs().max()) < bound
 
 
+@pytest.mark.parametrize("method", ["linear", "window"])
+def test_inharmonic_fast_path_equals_the_oscillator_bank(method):
+    """Stiff-string partials k sqrt(1 + B k^2) f0: the fast bank (integer phase plus the stretch
+    reduced mod 2 pi in float64) equals oscillator_bank on the upsampled partial frequencies to
+    float64 rounding, chunked or not, with partials crossing Nyquist during the note; B = 0
+    is the harmonic series exactly."""
+    gen = torch.Generator().manual_seed(4)
+    f0 = torch.linspace(150.0, 700.0, 20, dtype=torch.float64).view(1, 20, 1).repeat(3, 1, 1)
+    amp = torch.rand(3, 20, 1, generator=gen, dtype=torch.float64)
+    dist = torch.rand(3, 20, 40, generator=gen, dtype=torch.float64)
+    b = torch.tensor([0.0, 4e-4, 3e-3], dtype=torch.float64)
+    n = 20 * 48
+    fast = dsp.harmonic_synthesis(f0, amp, dist, n, SR, amp_resample_method=method, inharmonicity=b)
+    freqs = dsp.upsample_linear(dsp.harmonic_frequencies(f0, 40, b), n)
+    crossing = (freqs[1:, 0] < SR / 2) & (freqs[1:, -1] >= SR / 2)
+    assert crossing.any(-1).all()  # partials cross Nyquist during both inharmonic notes
+    slow = dsp.oscillator_bank(freqs, dsp.upsample(amp * dist, n, method), SR)
+    torch.testing.assert_close(fast, slow, atol=1e-9, rtol=0)
+    chunked = dsp._harmonic_bank(dsp.upsample_linear(f0, n)[..., 0], amp * dist, n, SR, method,
+                                 chunk_elements=1, max_chunks=100, inharmonicity=b)
+    torch.testing.assert_close(chunked, fast, atol=1e-10, rtol=0)
+    plain = dsp.harmonic_synthesis(f0[:1], amp[:1], dist[:1], n, SR, amp_resample_method=method)
+    torch.testing.assert_close(fast[:1], plain, atol=1e-12, rtol=0)
+    off_grid = dsp.harmonic_synthesis(f0, amp, dist, n + 7, SR, amp_resample_method="linear",
+                                      inharmonicity=b)  # not a multiple of F: the slow path
+    assert off_grid.shape == (3, n + 7) and torch.isfinite(off_grid).all()
+
+
+def test_an_inharmonic_partial_sounds_where_the_stiff_string_formula_puts_it():
+    sr, n = 16000, 16000
+    f0 = torch.full((1, 100, 1), 110.0, dtype=torch.float64)
+    dist = torch.zeros(1, 100, 30, dtype=torch.float64)
+    dist[..., 19] = 1.0  # partial 20 only
+    b = torch.tensor([1e-3], dtype=torch.float64)
+    audio = dsp.harmonic_synthesis(f0, torch.ones(1, 100, 1, dtype=torch.float64), dist, n, sr,
+                                   inharmonicity=b)
+    peak_hz = float(torch.fft.rfft(audio[0] * torch.hann_window(n, dtype=torch.float64)).abs().argmax())
+    assert peak_hz == pytest.approx(20 * 110.0 * math.sqrt(1 + 1e-3 * 400), abs=1.0)
+
+
+def test_normalize_harmonics_drops_inharmonic_partials_above_nyquist():
+    f0 = torch.full((1, 2, 1), 1000.0)
+    b = torch.tensor([0.02])
+    norm = dsp.normalize_harmonics(torch.ones(1, 2, 8), f0, SR, inharmonicity=b)
+    ratios = dsp.inharmonic_ratios(b, 8)[0]
+    alive = (1000.0 * ratios < SR / 2)
+    assert alive.sum() < 8 and torch.all((norm[0, 0] > 0) == alive)
+    torch.testing.assert_close(norm.sum(-1), torch.ones(1, 2))
+
+
 def test_harmonic_synthesis_any_length_and_broadcast():
     f0 = torch.full((1, 8, 1), 220.0)
     out = dsp.harmonic_synthesis(f0, torch.full((3, 8, 1), 0.2), torch.rand(3, 8, 6), 1001, 8000)

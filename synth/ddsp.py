@@ -44,6 +44,13 @@ def seeded_uniform_noise(seed: int, n: int, n_samples: int) -> torch.Tensor:
     return torch.stack(rows) * 2.0 - 1.0
 
 
+#: Offset of the log-inharmonicity the head predicts (B below it is harmonic for our purposes).
+INHARM_EPS = 1e-7
+#: Largest log10(B) the head can predict (B = 1e-2; the analysis grid ends at 10^-2.5, inside
+#: the sigmoid's range rather than at its saturated end).
+INHARM_LOG_MAX = -2.0
+
+
 @dataclass
 class DDSPConfig:
     sample_rate: int = 16000
@@ -64,6 +71,14 @@ class DDSPConfig:
     #: loudness curve (`loudness_gain_db`); training never applies it.
     loudness_lock: bool = True
     loudness_lock_range_db: float = 40.0
+    #: Stiff-string partials k sqrt(1 + B k^2) f0 with a per-note B: analysed from the audio in
+    #: training (`synth.inharmonicity`), predicted from z and pitch by a small head otherwise.
+    inharmonicity: bool = False
+    inharmonicity_weight: float = 0.1
+    #: Learning rate of the head's output offset relative to the model's: Adam moves a weight by
+    #: about the learning rate per step, and a fine-tune's 3e-4 would need ~20k steps to cross
+    #: the head's range from its harmonic start.
+    inharmonicity_lr_scale: float = 30.0
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -112,6 +127,12 @@ class DDSPGenerator(Generator):
         self.out_mlp = _mlp(4 * c.hidden, c.hidden)
         self.dense = nn.Linear(c.hidden, 1 + c.n_harmonics + c.n_noise_bands)
         self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate))
+        if c.inharmonicity:
+            self.inharm_head = nn.Sequential(nn.Linear(c.latent_dim + 1, 64), nn.LeakyReLU(),
+                                             nn.Linear(64, 1))
+            with torch.no_grad():  # starts at B ~ 0: the harmonic model it is fine-tuned from
+                self.inharm_head[-1].weight.mul_(0.01)
+                self.inharm_head[-1].bias.fill_(-4.0)  # sigmoid 0.018: log10 B ~ -6.9
         # Velocity -> sustain loudness (dB), measured on the corpus by fit_corpus_stats.
         self.register_buffer("velocity_db", torch.linspace(-50.0, -10.0, 128))
         self.register_buffer("loudness_range", torch.tensor([-80.0, 0.0]))
@@ -155,14 +176,35 @@ class DDSPGenerator(Generator):
         weights = torch.softmax((ld - ld.amax(1, keepdim=True)) / 10.0, dim=1)  # ~ active frames
         return (z * weights[..., None]).sum(1)
 
+    # -- inharmonicity ------------------------------------------------------------------------
+    def inharmonicity_log10(self, z: torch.Tensor, f0_hz: torch.Tensor) -> torch.Tensor:
+        """Predicted log10(B + INHARM_EPS) in [log10(INHARM_EPS), INHARM_LOG_MAX], (B,), from
+        the note's z ((B, D) or (B, F, D): frame mean) and its mean pitch over voiced frames.
+        Inputs are detached: the head learns from the analysis without moving the timbre space."""
+        zg = (z.mean(1) if z.ndim == 3 else z).detach()
+        midi = hz_to_midi(f0_hz.detach().clamp_min(1.0))
+        voiced = (f0_hz > 0).float()
+        pitch = (midi * voiced).sum(1) / voiced.sum(1).clamp_min(1.0)
+        x = self.inharm_head(torch.cat([zg, (pitch / 127.0)[:, None]], dim=-1))[:, 0]
+        low = math.log10(INHARM_EPS)
+        return low + (INHARM_LOG_MAX - low) * torch.sigmoid(x)
+
+    def predict_inharmonicity(self, z: torch.Tensor, f0_hz: torch.Tensor) -> torch.Tensor | None:
+        """(B,) coefficient B from the head, or None for a harmonic model."""
+        if not self.config.inharmonicity:
+            return None
+        return (10 ** self.inharmonicity_log10(z, f0_hz) - INHARM_EPS).clamp_min(0.0)
+
     # -- synthesis ----------------------------------------------------------------------------
     def get_controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor,
-                     z: torch.Tensor, controls: dict[str, float] | None = None
+                     z: torch.Tensor, controls: dict[str, float] | None = None,
+                     inharmonicity: torch.Tensor | None = None
                      ) -> tuple[dsp.HarmonicControls, torch.Tensor]:
         """Network outputs -> bounded synthesis controls.
 
         Args:
-            f0_hz, loudness_db: (B, F); z: (B, F, D).
+            f0_hz, loudness_db: (B, F); z: (B, F, D); inharmonicity: optional (B,) B, for the
+                Nyquist test of the partials (`dsp.harmonic_controls`).
         Returns:
             (HarmonicControls with (B, F, 1)/(B, F, H) tensors, noise magnitudes (B, F, M)).
         """
@@ -174,7 +216,8 @@ class DDSPGenerator(Generator):
         out = self.dense(self.out_mlp(torch.cat([h, x], dim=-1)))
         amp, dist, noise = out.split([1, c.n_harmonics, c.n_noise_bands], dim=-1)
         dist = dist + self._tilt(controls)
-        harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate)
+        harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate,
+                                     inharmonicity=inharmonicity)
         mags = dsp.noise_controls(noise)
         gh, gn = self._part_gains(controls)
         if gh != 1.0 or gn != 1.0:
@@ -198,31 +241,36 @@ class DDSPGenerator(Generator):
 
     def get_signal(self, harm: dsp.HarmonicControls, noise_mags: torch.Tensor, n_samples: int,
                    sample_rate: int | None = None, reverb_mix: float = 1.0,
-                   generator: NoiseSource = None) -> torch.Tensor:
+                   generator: NoiseSource = None,
+                   inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
         """Controls -> (B, n_samples) audio at `sample_rate` (default: the model's rate).
 
         At a higher output rate the harmonics stay limited to the training band (the distribution
         was only ever trained below the model's Nyquist), and the noise filter covers that band.
         """
-        harmonic, noise = self.get_parts(harm, noise_mags, n_samples, sample_rate, generator)
+        harmonic, noise = self.get_parts(harm, noise_mags, n_samples, sample_rate, generator,
+                                         inharmonicity)
         dry = harmonic + noise
         wet = self._reverb(dry, sample_rate or self.sample_rate) - dry
         return dry + reverb_mix * wet
 
     def get_parts(self, harm: dsp.HarmonicControls, noise_mags: torch.Tensor, n_samples: int,
-                  sample_rate: int | None = None, generator: NoiseSource = None
+                  sample_rate: int | None = None, generator: NoiseSource = None,
+                  inharmonicity: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Controls -> (harmonic, filtered noise), each (B, n_samples), before the reverb.
 
         `generator`: a `torch.Generator` drawing the whole batch's noise (training), an int seed
         (item i's noise from `item_seeds(seed, B)[i]`, drawn on the CPU: the same whatever the
-        batch size or device), or None (torch's global RNG)."""
+        batch size or device), or None (torch's global RNG). `inharmonicity`: optional (B,)
+        stiff-string coefficients of the partials."""
         sr = sample_rate or self.sample_rate
         dist = harm.distribution
         if sr != self.sample_rate:
-            freqs = dsp.harmonic_frequencies(harm.f0_hz, dist.shape[-1])
+            freqs = dsp.harmonic_frequencies(harm.f0_hz, dist.shape[-1], inharmonicity)
             dist = dist * (freqs < self.sample_rate / 2).to(dist.dtype)
-        harmonic = dsp.harmonic_synthesis(harm.f0_hz, harm.amplitude, dist, n_samples, sr)
+        harmonic = dsp.harmonic_synthesis(harm.f0_hz, harm.amplitude, dist, n_samples, sr,
+                                          inharmonicity=inharmonicity)
         frames = noise_mags.shape[1]
         padded = math.ceil(n_samples / frames) * frames
         if sr != self.sample_rate:  # bands cover 0..model Nyquist; zero above it
@@ -250,14 +298,19 @@ class DDSPGenerator(Generator):
                    n_samples: int | None = None, sample_rate: int | None = None,
                    controls: dict[str, float] | None = None,
                    generator: NoiseSource = None,
-                   match_loudness: bool | None = None) -> torch.Tensor:
+                   match_loudness: bool | None = None,
+                   inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
         """Frame-rate f0 (B, F), loudness (B, F) and z ((B, D) or (B, F, D)) -> (B, T) audio.
 
         `match_loudness` (default: `config.loudness_lock`) scales each item by one gain so that
         the note, rendered with the default gains and reverb, meets `loudness_db`
         (`loudness_gain_db`); `harmonic_db`, `noise_db` and `reverb_mix` then move the level
         relative to that. One gain per note keeps the model's own envelope and dynamics.
+        `inharmonicity` (B,): the partials' stiff-string coefficient; default: the model's
+        prediction from z and pitch (`predict_inharmonicity`; none for a harmonic model).
         """
+        if inharmonicity is None:
+            inharmonicity = self.predict_inharmonicity(z, f0_hz)
         if z.ndim == 2:
             z = z[:, None, :].expand(-1, f0_hz.shape[1], -1)
         sr = sample_rate or self.sample_rate
@@ -265,12 +318,13 @@ class DDSPGenerator(Generator):
         lock = self.config.loudness_lock if match_loudness is None else bool(match_loudness)
         mix = (controls or {}).get("reverb_mix", 1.0)
         if not lock:
-            harm, mags = self.get_controls(f0_hz, loudness_db, z, controls)
-            return self.get_signal(harm, mags, n, sr, reverb_mix=mix, generator=generator)
+            harm, mags = self.get_controls(f0_hz, loudness_db, z, controls, inharmonicity)
+            return self.get_signal(harm, mags, n, sr, reverb_mix=mix, generator=generator,
+                                   inharmonicity=inharmonicity)
         gain_controls = {k: v for k, v in (controls or {}).items()
                          if k not in ("harmonic_db", "noise_db")}
-        harm, mags = self.get_controls(f0_hz, loudness_db, z, gain_controls)
-        harmonic, noise = self.get_parts(harm, mags, n, sr, generator)
+        harm, mags = self.get_controls(f0_hz, loudness_db, z, gain_controls, inharmonicity)
+        harmonic, noise = self.get_parts(harm, mags, n, sr, generator, inharmonicity)
         gh, gn = self._part_gains(controls)
         plain = self._reverb(harmonic + noise, sr)                 # default gains, full reverb
         gain = 10 ** (self.loudness_gain_db(plain, loudness_db, sr) / 20)[:, None]
@@ -406,9 +460,40 @@ class DDSPGenerator(Generator):
         z = self.encode_frames(audio)
         if self.config.z_mode == "global":
             z = self._pool(z, ld)
-        recon = self.synthesize(f0, ld, z, n_samples=n, match_loudness=False)
+        out = {}
+        inharm = None
+        if self.config.inharmonicity:
+            inharm = batch.get("inharmonicity")
+            if inharm is None:  # analysed on the crop (`synth.inharmonicity`)
+                from synth.inharmonicity import estimate_inharmonicity
+
+                pitch = batch.get("pitch")
+                if pitch is None:
+                    pitch = hz_to_midi(f0.clamp_min(1.0)).median(1).values
+                inharm = estimate_inharmonicity(audio, self.sample_rate, pitch.float(),
+                                                max_partials=self.config.n_harmonics)[0]
+            inharm = inharm.to(audio.device, torch.float32)
+            target = torch.log10(inharm + INHARM_EPS)
+            out["inharm/l1"] = (self.inharmonicity_log10(z, f0) - target).abs().mean()
+        recon = self.synthesize(f0, ld, z, n_samples=n, match_loudness=False, inharmonicity=inharm)
         sizes = tuple(s for s in self.config.fft_sizes if s <= n)
-        return {"recon/mss": multiscale_spectral_loss(recon, audio, fft_sizes=sizes)}
+        out["recon/mss"] = multiscale_spectral_loss(recon, audio, fft_sizes=sizes)
+        return out
+
+    def loss_weights(self) -> dict[str, float]:
+        return {"inharm/l1": self.config.inharmonicity_weight}
+
+    def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                        weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
+        """AdamW over everything; the inharmonicity head's output offset (its last bias) in its
+        own group at `inharmonicity_lr_scale` x lr (the head's weights would diverge there)."""
+        if not self.config.inharmonicity:
+            return super().make_optimizers(lr, betas, weight_decay)
+        offset = self.inharm_head[-1].bias
+        rest = [p for p in self.parameters() if p is not offset]
+        groups = [{"params": rest},
+                  {"params": [offset], "lr": lr * self.config.inharmonicity_lr_scale}]
+        return {"main": torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)}
 
     @torch.no_grad()
     def fit_corpus_stats(self, items: list[dict[str, Any]]) -> None:

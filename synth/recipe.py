@@ -65,7 +65,10 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     seed_everything(train.seed)
     model = build(recipe.kind, recipe.model_config or None)
     if recipe.init:
-        init_weights(model, recipe.init)
+        fresh = init_weights(model, recipe.init)
+        if fresh and int(os.environ.get("RANK", "0")) == 0:
+            print(f"--init: {len(fresh)} tensors not in {recipe.init} start fresh: "
+                  f"{', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}")
     if model.sample_rate != corpus.sample_rate:
         raise ConfigError(f"{recipe.kind} runs at {model.sample_rate} Hz but the corpus "
                           f"{recipe.corpus} is {corpus.sample_rate} Hz")
@@ -88,21 +91,26 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     return result
 
 
-def init_weights(model: torch.nn.Module, path: str) -> None:
+def init_weights(model: torch.nn.Module, path: str) -> list[str]:
     """Copy the weights (and buffers) of checkpoint `path` into `model`: the same kind and every
-    tensor the same shape, else a ConfigError naming the first mismatch."""
+    tensor they share the same shape, else a ConfigError naming the first mismatch. Tensors the
+    checkpoint lacks (a part the config adds, e.g. DDSP's inharmonicity head) keep their fresh
+    initialisation; their names are returned. A model sharing no tensor with it is refused."""
     from synth.checkpoint import load_model
 
     source = load_model(path)
     if source.kind != model.kind:
         raise ConfigError(f"--init {path} is a {source.kind} model, not {model.kind}")
     ours, theirs = model.state_dict(), source.state_dict()
+    fresh = [name for name in ours if name not in theirs]
     for name, tensor in ours.items():
-        if name not in theirs or theirs[name].shape != tensor.shape:
-            got = tuple(theirs[name].shape) if name in theirs else "missing"
-            raise ConfigError(f"--init {path}: {name} is {got}, the model needs "
-                              f"{tuple(tensor.shape)} (use the checkpoint's --config)")
-    model.load_state_dict(theirs, strict=False)
+        if name in theirs and theirs[name].shape != tensor.shape:
+            raise ConfigError(f"--init {path}: {name} is {tuple(theirs[name].shape)}, the model "
+                              f"needs {tuple(tensor.shape)} (use the checkpoint's --config)")
+    if len(fresh) == len(ours):
+        raise ConfigError(f"--init {path}: the checkpoint shares no tensor with this model")
+    model.load_state_dict({k: v for k, v in theirs.items() if k in ours}, strict=False)
+    return fresh
 
 
 @torch.no_grad()

@@ -263,3 +263,51 @@ def test_timbre_transfer_of_a_midi_melody_rendered_by_fluidsynth(model):
     boundaries = [i * note for i in range(1, len(melody))]
     assert torch.isfinite(out).all()
     assert no_clicks(out.detach(), boundaries, sr)
+
+
+def test_inharmonic_model_learns_the_analysed_coefficient_and_fine_tunes_from_a_harmonic_one(tmp_path):
+    """`inharmonicity=True`: the training step analyses B on the batch (a stiff-string tone of
+    known B), synthesises with it, and trains the head towards it; a harmonic checkpoint
+    initialises everything but the head, which starts at B ~ 0 (the harmonic model's sound)."""
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    torch.manual_seed(0)
+    harmonic = build("ddsp", debug=True)
+    path = save_model(harmonic, tmp_path / "h.safetensors")
+    cfg = {**vars(DDSPGenerator.debug_config()), "inharmonicity": True}
+    model = build("ddsp", cfg)
+    fresh = init_weights(model, str(path))
+    assert fresh and all(name.startswith("inharm_head.") for name in fresh)
+    sr, n = model.sample_rate, int(model.config.note_seconds * model.sample_rate)
+    t = torch.arange(n) / sr
+    f0, b = 220.0, 2e-3
+    tone = sum(0.3 / k * torch.sin(2 * math.pi * k * f0 * math.sqrt(1 + b * k * k) * t)
+               for k in range(1, 9) if k * f0 * math.sqrt(1 + b * k * k) < sr / 2)
+    batch = {"audio": tone.repeat(4, 1).float(), "pitch": torch.full((4,), 57.0),
+             "velocity": torch.full((4,), 100.0)}
+    z = model.encode(batch["audio"])
+    f0_curve = torch.full((4, model.frames(n)), f0)
+    with torch.no_grad():
+        assert float(model.predict_inharmonicity(z, f0_curve).max()) < 1e-6
+    opt = model.make_optimizers(lr=3e-3)["main"]
+    assert opt.param_groups[1]["lr"] == pytest.approx(3e-3 * model.config.inharmonicity_lr_scale)
+    first = None
+    for _ in range(150):
+        losses = model.training_step(batch)
+        assert set(losses) == {"recon/mss", "inharm/l1"}
+        first = first if first is not None else float(losses["inharm/l1"])
+        opt.zero_grad()
+        losses["inharm/l1"].backward()  # the head only: the synthesis loss is not stepped here
+        opt.step()
+    with torch.no_grad():
+        predicted = float(model.predict_inharmonicity(z, f0_curve).mean())
+    assert float(losses["inharm/l1"]) < 0.1 * first
+    assert abs(math.log10(predicted / b)) < 0.15  # within 40 % of the analysed B
+    # renders use the prediction: the partials move, so the audio differs from B = 0
+    cond = Conditions.note([57.0], duration=0.25)
+    with torch.no_grad():
+        stretched = model.decode(z[:1], cond)
+        plain = model.synthesize(*model.note_curves(cond.expand(1), stretched.shape[-1] // model.hop_length),
+                                 z[:1], inharmonicity=torch.zeros(1), generator=0)
+    assert stretched.shape == plain.shape and not torch.allclose(stretched, plain, atol=1e-4)

@@ -139,6 +139,11 @@ class DDSPGenerator(Generator):
         self.register_buffer("pitch_range", torch.tensor([24.0, 96.0]))
 
     @property
+    def note_analyses(self) -> tuple[str, ...]:
+        """Whole-note analyses the training data should carry (`NoteDataset(analyses=...)`)."""
+        return ("inharmonicity",) if self.config.inharmonicity else ()
+
+    @property
     def temporal_latent(self) -> bool:  # type: ignore[override]
         return self.config.z_mode == "frames"
 
@@ -463,8 +468,8 @@ class DDSPGenerator(Generator):
         out = {}
         inharm = None
         if self.config.inharmonicity:
-            inharm = batch.get("inharmonicity")
-            if inharm is None:  # analysed on the crop (`synth.inharmonicity`)
+            inharm = batch.get("inharmonicity")  # the whole note's, from the dataset
+            if inharm is None:  # else analysed on the crop (`synth.inharmonicity`)
                 from synth.inharmonicity import estimate_inharmonicity
 
                 pitch = batch.get("pitch")

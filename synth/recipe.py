@@ -78,7 +78,8 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
                       onset_prob=recipe.onset_crops)
     dataset = NoteDataset(corpus, recipe.split, recipe.instrument_split,
                           crop_length(model, recipe.crop_seconds, corpus.sample_rate),
-                          augment=augment, families=recipe.families, on_key=recipe.on_key)
+                          augment=augment, families=recipe.families, on_key=recipe.on_key,
+                          analyses=tuple(getattr(model, "note_analyses", ())))
     result = Trainer(model, dataset, train).fit()
     if int(os.environ.get("RANK", "0")) == 0:
         model = model.cpu().eval()

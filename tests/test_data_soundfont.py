@@ -179,3 +179,22 @@ def test_data_cli_build_and_info(tmp_path):
                           "--out", str(tmp_path / "x"), "--programs", "0-200"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "0-127" in bad.stderr
+
+
+def test_whole_note_analyses_ride_along_with_crops(corpus_dir):
+    """`analyses=("inharmonicity",)`: every item carries the whole note's coefficient (the same
+    for any crop or pitch shift of that note, analysed once); unknown analyses are refused."""
+    from synth.inharmonicity import estimate_inharmonicity
+
+    ds = NoteDataset(corpus_dir, split="train", crop_seconds=0.4, analyses=("inharmonicity",),
+                     augment=Augment(pitch_shift=1.0))
+    a = ds.get_item(2, torch.Generator().manual_seed(1))
+    b = ds.get_item(2, torch.Generator().manual_seed(2))
+    assert not torch.equal(a["audio"], b["audio"])
+    whole = torch.from_numpy(ds.corpus.waveform(ds.indices[2]))[None]
+    expected, _ = estimate_inharmonicity(whole, ds.sample_rate, torch.tensor([float(ds[2]["pitch"])]))
+    assert float(a["inharmonicity"]) == float(b["inharmonicity"]) == float(ds[2]["inharmonicity"]) \
+        == float(expected[0]) >= 0.0
+    assert "inharmonicity" not in NoteDataset(corpus_dir, split="train")[2]
+    with pytest.raises(CorpusError, match="unknown note analyses"):
+        NoteDataset(corpus_dir, split="train", analyses=("loudness",))

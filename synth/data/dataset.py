@@ -46,12 +46,23 @@ class NoteDataset(Dataset):
         families: keep only these GM families (None: all).
         on_key: drop notes the corpus pitch survey marks `pitch_ok: false` (they sound away
             from their pitch label, which would teach a pitch-conditioned model the wrong f0).
+        analyses: per-note analyses of the whole note (before cropping) added to each item:
+            "inharmonicity" (`synth.inharmonicity`, (,) float32 coefficient B; cached per note
+            in memory after the first time). A model asks for them in `note_analyses`.
     """
+
+    ANALYSES = ("inharmonicity",)
 
     def __init__(self, corpus: Corpus | str, split: str | None = "train",
                  instrument_split: str | None = None, crop_seconds: float | None = None,
                  crop_offset: float = 0.0, augment: Augment | None = None,
-                 families: list[str] | None = None, on_key: bool = False) -> None:
+                 families: list[str] | None = None, on_key: bool = False,
+                 analyses: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(analyses) - set(self.ANALYSES))
+        if unknown:
+            raise CorpusError(f"unknown note analyses {unknown}; known: {list(self.ANALYSES)}")
+        self.analyses = tuple(analyses)
+        self._analysed: dict[int, dict[str, torch.Tensor]] = {}
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(corpus)
         self.indices = self.corpus.select(split=split, instrument_split=instrument_split,
                                           families=families, on_key=on_key)
@@ -83,17 +94,32 @@ class NoteDataset(Dataset):
             "index": torch.tensor(self.indices[i], dtype=torch.long),
         }
 
+    def _analyse(self, i: int, audio: np.ndarray) -> dict[str, torch.Tensor]:
+        """The whole note's `analyses` (cached by note)."""
+        if not self.analyses:
+            return {}
+        if i not in self._analysed:
+            from synth.inharmonicity import estimate_inharmonicity
+
+            row = self.corpus.notes[self.indices[i]]
+            b, _ = estimate_inharmonicity(torch.from_numpy(np.asarray(audio, np.float32))[None],
+                                          self.sample_rate, torch.tensor([float(row["pitch"])]))
+            self._analysed[i] = {"inharmonicity": b[0]}
+        return self._analysed[i]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         audio = self.corpus.waveform(self.indices[i])
+        extra = self._analyse(i, audio)
         if self.crop is not None:
             start = min(self.crop_offset, audio.shape[0] - self.crop)
             audio = audio[start:start + self.crop]
-        return self._item(i, audio)
+        return {**self._item(i, audio), **extra}
 
     def get_item(self, i: int, generator: torch.Generator) -> dict[str, Any]:
         """The item with random crop/augmentation drawn from `generator` only."""
         rng = np.random.default_rng(generator.initial_seed())
         audio = self.corpus.waveform(self.indices[i])
+        extra = self._analyse(i, audio)  # a pitch shift by resampling keeps B
         shift = 0.0
         if self.augment.pitch_shift > 0:
             shift = float(rng.uniform(-self.augment.pitch_shift, self.augment.pitch_shift))
@@ -108,7 +134,7 @@ class NoteDataset(Dataset):
         if self.augment.gain_db is not None:
             audio = audio * np.float32(10 ** (rng.uniform(*self.augment.gain_db) / 20))
             audio = np.clip(audio, -1.0, 1.0)
-        return self._item(i, audio, shift)
+        return {**self._item(i, audio, shift), **extra}
 
 
 def pitch_shift_resample(audio: np.ndarray, sample_rate: int, semitones: float) -> np.ndarray:

@@ -188,6 +188,34 @@ def vq_checks(model, corpus: Corpus, n: int, grid: dict[str, list[int]], pitches
             "prior_within_50_cents": float(np.nanmean(np.array(errors) <= 50))}
 
 
+@torch.no_grad()
+def figure(model, corpus: Corpus, idx: list[int], path: str) -> None:
+    """Log-mels of held-out notes: the original, the model's decode before the vocoder, and the
+    model's audio (vocoded) measured again."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = model.fit_length(torch.from_numpy(corpus.waveform(idx)))
+    cond = conditions(corpus, idx)
+    true_mel = model.mel(ref)
+    pred_mel = model.decode_mel(model.encode(ref, cond), cond)
+    heard = model.mel(model.vocode(pred_mel))
+    fig, ax = plt.subplots(len(idx), 3, figsize=(11, 2.0 * len(idx)), squeeze=False)
+    for k, i in enumerate(idx):
+        row = corpus.notes[i]
+        for j, (img, label) in enumerate(((true_mel[k], "original"), (pred_mel[k], f"{model.kind} mel"),
+                                          (heard[k], f"{model.kind} audio"))):
+            ax[k, j].imshow(img.numpy(), origin="lower", aspect="auto", vmin=-11.5, vmax=2)
+            ax[k, j].set_title(f"{label}: {row['instrument']}, MIDI {row['pitch']}", fontsize=8)
+            ax[k, j].set_xticks([])
+            ax[k, j].set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -198,6 +226,7 @@ def main() -> None:
     ap.add_argument("--vocoder", default=None, help="override the model's vocoder (name or 'griffinlim')")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--figure", default=None, help="PNG of held-out log-mels beside the model's")
     ap.add_argument("--tolerance", type=float, default=0.05,
                     help="interpolation: largest step back, as a fraction of the endpoints' gap")
     args = ap.parse_args()
@@ -243,6 +272,9 @@ def main() -> None:
         print(f"codebook usage {v['codebook_usage']:.2f} (perplexity {v['codebook_perplexity']:.1f}); "
               f"prior samples median {v['prior_cents_median']:.1f} cents")
     print(f"wrote {write_result(f'{model.kind}_eval', payload)}")
+    if args.figure:
+        figure(model, corpus, sets["held-out notes"][0][:5], args.figure)
+        print(f"wrote {args.figure}")
 
 
 if __name__ == "__main__":

@@ -47,17 +47,23 @@ def _lock(model: Generator) -> threading.Lock:
 
 # -- models -------------------------------------------------------------------------------------
 def generator_entries() -> list[Any]:
-    """Catalog entries (bundled and user) whose kind is a generator, readable ones only."""
+    """Catalog entries (bundled and user) whose kind is a generator with one latent per note,
+    readable ones only. The pad, paths and latent map move through PCA coordinates of a note's
+    latent; a kind whose note latent is always a sequence (the VQ-VAE's codes) has none, so it
+    is left out (morph it with `latent.interpolate` or its code crossfades)."""
     from synth.catalog import list_models
-    from synth.registry import family
+    from synth.registry import family, get_class
 
     out = []
     for entry in list_models():
         if entry.error or entry.meta is None:
             continue
         try:
-            if family(entry.kind) == "generator":
-                out.append(entry)
+            if family(entry.kind) != "generator":
+                continue
+            if getattr(get_class(entry.kind), "temporal_latent", False) is True:
+                continue
+            out.append(entry)
         except SynthStudioError:  # a kind this version does not know
             continue
     return out

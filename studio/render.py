@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -134,16 +135,22 @@ class ModelCache:
 
 
 def _latent(model: Generator, req: RenderRequest) -> torch.Tensor:
+    """The request's latent, else the model's `default_latent` for the request's note (seeded)."""
     if req.latent is None:
-        return model.latent_mean[None].clone()
+        pitch = req.pitch if req.pitch is not None else DEFAULT_PITCH
+        velocity = req.velocity if req.velocity is not None else DEFAULT_VELOCITY
+        return model.default_latent(Conditions.note(pitch, velocity), seed=req.seed)
     return _check_latent(model, req.latent)
 
 
 def _check_latent(model: Generator, values: list[float]) -> torch.Tensor:
-    z = torch.tensor(values, dtype=torch.float32)
-    if z.shape != (model.latent_dim,):
-        raise ConfigError(f"latent has {z.numel()} values; {model.kind} needs {model.latent_dim}")
-    return z[None]
+    """A flat list of latent values -> (1, *model.latent_shape)."""
+    z = torch.tensor(values, dtype=torch.float32).flatten()
+    shape = tuple(model.latent_shape)
+    if z.numel() != math.prod(shape):
+        size = " x ".join(map(str, shape))
+        raise ConfigError(f"latent has {z.numel()} values; {model.kind} needs {size}")
+    return z.reshape(1, *shape)
 
 
 def text_note(req: RenderRequest) -> tuple[float, float, dict[str, Any]]:
@@ -252,7 +259,7 @@ def render(req: RenderRequest, *, models: ModelCache | None = None,
         "synthstudio": __version__, "request": asdict(req), "model_kind": model.kind,
         "model_file": str(model_path), "model_hash": file_hash(model_path),
         "inputs": {k: file_hash(v) for k, v in (("audio", req.audio), ("midi", req.midi)) if v},
-        "latent": z[0].tolist(), "sample_rate": sr,
+        "latent": z[0].flatten().tolist(), "sample_rate": sr,
         "seconds": audio.numel() / sr, "peak": peak, "clipped": peak > 1.0,
     }
     if text is not None:

@@ -199,6 +199,17 @@ class Generator(SynthModule):
         eps = seeded_normal(seed, n, (self.latent_dim,)).to(self.latent_mean.device)
         return self.from_pca(eps * float(temperature))
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one note's latent without the batch axis: (D,), or (D, frames) for models
+        whose note latent is a fixed-length sequence (the VQ-VAE)."""
+        return (self.latent_dim,)
+
+    def default_latent(self, cond: Conditions, seed: int = 0) -> torch.Tensor:
+        """The latent (1, *latent_shape) a render uses when none is given: the training mean
+        (the centre of the timbre space); sequence models draw one from their prior."""
+        return self.latent_mean[None].clone()
+
     @torch.no_grad()
     def render(self, latent: torch.Tensor, cond: Conditions, *, sample_rate: int | None = None,
                controls: dict[str, float] | None = None, seed: int = 0) -> torch.Tensor:

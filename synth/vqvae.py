@@ -456,6 +456,15 @@ class VQVAEGenerator(MelGenerator):
         """(n, D, F') quantised latents of prior-sampled codes (see `sample_codes`)."""
         return self.codebook.lookup(self.sample_codes(n, cond, seed, temperature, top_k))
 
+    @property
+    def latent_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.latent_dim, self.code_frames)
+
+    def default_latent(self, cond: Conditions, seed: int = 0) -> torch.Tensor:
+        """A note's codes drawn from the prior for `cond` (pitch required; family optional), as
+        code vectors (1, D, F'): the VQ-VAE has no meaningful mean latent."""
+        return self.prior_sample(1, cond.expand(1), seed)
+
     def prior_logits(self, codes: torch.Tensor, cond: Conditions) -> torch.Tensor:
         """Teacher-forced prior logits (B, F', K) for `codes` (B, F'): row j given codes < j."""
         pitch, velocity, family = self._prior_cond(cond, codes.shape[0], codes.device)

@@ -291,3 +291,29 @@ def test_vae_renders_audio_by_encode_decode_and_midi(tmp_path):
     mid = midi_file(tmp_path / "m.mid", [60, 64])
     m = render(RenderRequest(model=str(path), out=str(tmp_path / "m.wav"), midi=str(mid)))
     assert m["seconds"] > 0.5
+
+
+def test_vqvae_notes_default_to_a_prior_sample_and_take_a_flat_code_latent(tmp_path):
+    """A sequence-latent model (VQ-VAE, latent (D, F')) renders a note with no latent given
+    (its prior draws the codes, seeded, so the manifest re-renders the same bytes), takes an
+    explicit latent as a flat list of D x F' values (what the manifest records), and names the
+    shape it needs when the count is wrong."""
+    from synth.errors import ConfigError
+
+    torch.manual_seed(0)
+    model = build("vqvae", debug=True)
+    path = save_model(model, tmp_path / "tiny-vq.safetensors")
+    out = tmp_path / "q.wav"
+    m = render(RenderRequest(model=str(path), out=str(out), pitch=62, duration=0.4, seed=4))
+    d, f = model.latent_dim, model.code_frames
+    assert len(m["latent"]) == d * f
+    again = render_from_manifest(str(out) + ".json", out=str(tmp_path / "q2.wav"))
+    assert (tmp_path / "q2.wav").read_bytes() == out.read_bytes() and again["latent"] == m["latent"]
+    other = render(RenderRequest(model=str(path), out=str(tmp_path / "q3.wav"), pitch=62, duration=0.4, seed=5))
+    assert other["latent"] != m["latent"]  # another seed, other codes
+    given = render(RenderRequest(model=str(path), out=str(tmp_path / "q4.wav"), pitch=62,
+                                 duration=0.4, latent=m["latent"]))
+    assert given["latent"] == m["latent"]
+    with pytest.raises(ConfigError, match=f"needs {d} x {f}"):
+        render(RenderRequest(model=str(path), out=str(tmp_path / "q5.wav"), pitch=62, duration=0.4,
+                                    latent=[0.0] * d))

@@ -125,3 +125,24 @@ def test_generators_route_their_pitch_through_the_comb(kind):
     with torch.no_grad():
         audio = model.decode(latent, Conditions.note(pitch.tolist()))
     assert max(median_cents(audio, model.sample_rate, pitch)) < 30
+
+
+def test_autoencoder_render_recording_shifts_octaves_and_loudness():
+    """`Generator.render_recording` (the autoencoder path): the recording's median pitch, moved
+    by `octave_shift` octaves, is the pitch the decoder plays (the harmonic head makes that
+    audible without training), and `loudness_shift` scales the output by that many dB."""
+    torch.manual_seed(0)
+    model = build("vae", {"note_seconds": 1.0}).eval()
+    n_mels = model.feature_spec.n_mels
+    with torch.no_grad():
+        model.decoder.out.weight.zero_()
+        model.decoder.out.bias[:n_mels] = (-3.0 - model.config.mel_offset) / model.config.mel_scale
+        model.decoder.out.bias[n_mels:] = (-30.0 - model.config.mel_offset) / model.config.mel_scale
+    sr = model.sample_rate
+    t = torch.arange(sr) / sr
+    recording = 0.3 * torch.sin(2 * math.pi * 220.0 * t)  # A3 = MIDI 57
+    up = model.render_recording(recording, octave_shift=1)
+    assert median_cents(up[None], sr, torch.tensor([69.0]))[0] < 30
+    quiet = model.render_recording(recording, octave_shift=1, loudness_shift=-6.0)
+    ratio = float(quiet.abs().max() / up.abs().max())
+    assert ratio == pytest.approx(10 ** (-6 / 20), rel=1e-4)

@@ -140,7 +140,7 @@ def disentanglement(model, corpus: Corpus, grid: dict[str, list[int]], pitches: 
 
 @torch.no_grad()
 def interpolation(model, corpus: Corpus, grid: dict[str, list[int]], pitches: list[int],
-                  tolerance: float, max_pairs: int = 12) -> dict[str, object]:
+                  tolerance: float, max_pairs: int = 12, mode: str = "lerp") -> dict[str, object]:
     """Centroid monotonicity of latent interpolations between pairs of instruments."""
     from synth.data.descriptors import describe
     from latent.interpolate import centroid_sweep, monotonic_within
@@ -156,10 +156,10 @@ def interpolation(model, corpus: Corpus, grid: dict[str, list[int]], pitches: li
     sweeps = []
     for i, j in pairs[:max_pairs]:
         cond = conditions(corpus, [notes[i]])
-        values = centroid_sweep(model, latents[i:i + 1], latents[j:j + 1], cond)
+        values = centroid_sweep(model, latents[i:i + 1], latents[j:j + 1], cond, mode=mode)
         sweeps.append({"instruments": [list(grid)[i], list(grid)[j]], "centroid_hz": values,
                        "monotonic": monotonic_within(values, tolerance)})
-    return {"pairs": len(sweeps), "tolerance": tolerance,
+    return {"pairs": len(sweeps), "tolerance": tolerance, "mode": mode,
             "monotonic_fraction": float(np.mean([s["monotonic"] for s in sweeps])) if sweeps else float("nan"),
             "sweeps": sweeps}
 

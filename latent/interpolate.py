@@ -290,13 +290,31 @@ def _fit_length(audio: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # -- measuring a morph ----------------------------------------------------------------------------
+def morph_points(model: Generator, a: torch.Tensor, b: torch.Tensor, n: int,
+                 mode: str = "slerp") -> torch.Tensor:
+    """`n` latents from a to b (each (1, ...), the model's latent shape), t evenly spaced in
+    [0, 1]: "lerp" on the raw latents, or "slerp" in the model's PCA-normalised coordinates (the
+    app's morph; a temporal latent is slerped frame by frame). Returns (n, ...)."""
+    t = torch.linspace(0.0, 1.0, n, dtype=a.dtype, device=a.device)
+    if mode == "lerp":
+        return torch.lerp(a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:]),
+                          t.reshape(n, *([1] * (a.ndim - 1))))
+    if mode != "slerp":
+        raise ConfigError(f"morph mode must be 'lerp' or 'slerp', got {mode!r}")
+    ca, cb = model.to_pca(a), model.to_pca(b)
+    if ca.ndim == 3:  # (1, D, F') -> frames as rows (F', D), slerped row by row
+        rows = slerp(ca[0].T, cb[0].T, t)                          # (n, F', D)
+        return model.from_pca(rows.transpose(1, 2).contiguous())   # (n, D, F')
+    return model.from_pca(slerp(ca[0], cb[0], t))                  # (n, D)
+
+
 @torch.no_grad()
 def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Conditions,
-                   n: int = 9) -> list[float]:
+                   n: int = 9, mode: str = "lerp") -> list[float]:
     """Spectral centroid (Hz, `synth.data.descriptors.describe`) of the note decoded at each of
-    `n` evenly spaced points of lerp(a, b, t), t = 0 .. 1. a, b: one latent each, (1, ...) in
-    the model's latent shape ((1, D), or (1, D, F') for temporal latents); cond: one note. Points
-    are decoded one at a time (batch-size invariant)."""
+    `n` evenly spaced points from a to b (`morph_points`, "lerp" or "slerp"). a, b: one latent
+    each, (1, ...) in the model's latent shape ((1, D), or (1, D, F') for temporal latents);
+    cond: one note. Points are decoded one at a time (batch-size invariant)."""
     from synth.data.descriptors import describe
 
     if n < 2:
@@ -304,9 +322,7 @@ def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Con
     if a.shape != b.shape or a.ndim < 2 or a.shape[0] != 1:
         raise ConfigError(f"centroid_sweep: a and b must be single latents (1, ...) of one shape, "
                           f"got {tuple(a.shape)} and {tuple(b.shape)}")
-    t = torch.linspace(0.0, 1.0, n, dtype=a.dtype, device=a.device)
-    z = torch.lerp(a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:]),
-                   t.reshape(n, *([1] * (a.ndim - 1))))
+    z = morph_points(model, a, b, n, mode)
     audio = torch.cat([model.decode(z[i:i + 1], cond) for i in range(n)]).cpu().numpy()
     pitch = None if cond.pitch is None else float(cond.pitch.reshape(-1)[0])
     return [describe(x, model.sample_rate, pitch=pitch)["centroid_hz"] for x in audio]

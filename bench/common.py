@@ -47,3 +47,27 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
             **payload}
     path.write_text(json.dumps(body, indent=2) + "\n")
     return path
+
+
+def mel_grid(path: str | Path, rows: list[list[tuple[Any, str]]], vmin: float = -12.0,
+             vmax: float = 2.0, width: float = 9.0, fontsize: int = 9) -> Path:
+    """Save a grid of log-mel images (one figure row per list, each cell (image (n_mels, F),
+    title)) as a PNG, low frequencies at the bottom, one colour scale for all."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = max(len(r) for r in rows)
+    fig, ax = plt.subplots(len(rows), cols, figsize=(width, 2.1 * len(rows)), squeeze=False)
+    for k, row in enumerate(rows):
+        for j, (img, title) in enumerate(row):
+            ax[k, j].imshow(np.asarray(img), origin="lower", aspect="auto", vmin=vmin, vmax=vmax)
+            ax[k, j].set_title(title, fontsize=fontsize)
+            ax[k, j].set_xticks([])
+            ax[k, j].set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return Path(path)

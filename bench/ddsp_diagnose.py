@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from bench.common import write_result  # noqa: E402
+from bench.common import mel_grid, write_result  # noqa: E402
 from bench.ddsp_eval import griffinlim_resynth, pick, resynth  # noqa: E402
 from synth.catalog import load_named  # noqa: E402
 from synth.checkpoint import load_model  # noqa: E402
@@ -60,27 +60,16 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor, sr: int) -> dict[s
 
 
 def figure(model, corpus: Corpus, idx: list[int], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     audio = torch.from_numpy(corpus.waveform(idx))
     pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in idx])
     out = resynth(model, audio, pitch)
     mel = LogMel(FeatureSpec(sample_rate=corpus.sample_rate))
     real, fake = mel(audio[:, :out.shape[-1]]), mel(out)
-    fig, ax = plt.subplots(len(idx), 2, figsize=(9, 2.1 * len(idx)), squeeze=False)
+    rows = []
     for k, i in enumerate(idx):
-        row = corpus.notes[i]
-        for j, (img, label) in enumerate(((real[k], "original"), (fake[k], "ddsp"))):
-            ax[k, j].imshow(img.numpy(), origin="lower", aspect="auto", vmin=-12, vmax=2)
-            ax[k, j].set_title(f"{label}: {row['instrument']}, MIDI {row['pitch']}", fontsize=9)
-            ax[k, j].set_xticks([])
-            ax[k, j].set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+        note = f"{corpus.notes[i]['instrument']}, MIDI {corpus.notes[i]['pitch']}"
+        rows.append([(real[k], f"original: {note}"), (fake[k], f"ddsp: {note}")])
+    mel_grid(path, rows)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import write_result
+from bench.common import mel_grid, write_result
 from bench.ddsp_eval import PITCHED, pick
 from latent.metrics.reconstruction import mel_l1, mrstft_distance, pitch_tracks
 from synth.base import Conditions
@@ -142,8 +142,8 @@ def disentanglement(model, corpus: Corpus, grid: dict[str, list[int]], pitches: 
 def interpolation(model, corpus: Corpus, grid: dict[str, list[int]], pitches: list[int],
                   tolerance: float, max_pairs: int = 12, mode: str = "lerp") -> dict[str, object]:
     """Centroid monotonicity of latent interpolations between pairs of instruments."""
-    from synth.data.descriptors import describe
     from latent.interpolate import centroid_sweep, monotonic_within
+    from synth.data.descriptors import describe
 
     mid = len(pitches) // 2
     notes = [idx[mid] for idx in grid.values()]
@@ -192,28 +192,17 @@ def vq_checks(model, corpus: Corpus, n: int, grid: dict[str, list[int]], pitches
 def figure(model, corpus: Corpus, idx: list[int], path: str) -> None:
     """Log-mels of held-out notes: the original, the model's decode before the vocoder, and the
     model's audio (vocoded) measured again."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ref = model.fit_length(torch.from_numpy(corpus.waveform(idx)))
     cond = conditions(corpus, idx)
     true_mel = model.mel(ref)
     pred_mel = model.decode_mel(model.encode(ref, cond), cond)
     heard = model.mel(model.vocode(pred_mel))
-    fig, ax = plt.subplots(len(idx), 3, figsize=(11, 2.0 * len(idx)), squeeze=False)
+    rows = []
     for k, i in enumerate(idx):
-        row = corpus.notes[i]
-        for j, (img, label) in enumerate(((true_mel[k], "original"), (pred_mel[k], f"{model.kind} mel"),
-                                          (heard[k], f"{model.kind} audio"))):
-            ax[k, j].imshow(img.numpy(), origin="lower", aspect="auto", vmin=-11.5, vmax=2)
-            ax[k, j].set_title(f"{label}: {row['instrument']}, MIDI {row['pitch']}", fontsize=8)
-            ax[k, j].set_xticks([])
-            ax[k, j].set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+        note = f"{corpus.notes[i]['instrument']}, MIDI {corpus.notes[i]['pitch']}"
+        rows.append([(true_mel[k], f"original: {note}"), (pred_mel[k], f"{model.kind} mel: {note}"),
+                     (heard[k], f"{model.kind} audio: {note}")])
+    mel_grid(path, rows, vmin=-11.5, width=11.0, fontsize=8)
 
 
 def main() -> None:

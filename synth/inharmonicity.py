@@ -76,7 +76,7 @@ def estimate_inharmonicity(audio: torch.Tensor, sample_rate: int, pitch: torch.T
     length = int(seconds * sample_rate)
     lead = int(0.1 * sample_rate)
     starts = audio[:, :lead].abs().argmax(-1)
-    segments = torch.stack([torch.nn.functional.pad(a[s:s + length], (0, max(0, length - a[s:].numel())))
+    segments = torch.stack([F.pad(a[s:s + length], (0, max(0, length - a[s:].numel())))
                             for a, s in zip(audio, starts.tolist())])
     n_fft = 1 << int(math.ceil(math.log2(2 * length)))
     spec = _cent_grid_spectrum(segments, sample_rate, n_fft, f_max)

@@ -14,6 +14,8 @@ Loss: L1 (+ optional L2) on the normalised log-mel, plus beta * KL with a linear
 `kl_warmup_steps` and free bits: each dimension's batch-mean KL counts as at least `free_bits`
 nats (Kingma et al. 2016), so no dimension is pushed into collapse. The warm-up reads the model's
 own step counter (a buffer set by `on_train_step_end`, saved and resumed with the weights).
+With `morph_weight` / `morph_linear_weight`, the morph regulariser (`synth.morph`) keeps the
+centroid of decoded interpolations between batch pairs in order.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from synth.base import Conditions
 from synth.errors import ConfigError
 from synth.features import FeatureSpec
 from synth.melgen import DownStack, FractionalEmbedding, MelGenerator, UpStack
+from synth.morph import MelCentroid, morph_losses
 
 
 @dataclass
@@ -47,8 +50,12 @@ class VAEConfig:
     free_bits: float = 0.25
     l2_weight: float = 0.0
     harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
+    morph_weight: float = 0.0  # centroid-order hinge on interpolations (synth/morph.py)
+    morph_linear_weight: float = 0.0  # log-mel linearity along interpolations (synth/morph.py)
 
     def __post_init__(self) -> None:
+        if self.morph_weight < 0 or self.morph_linear_weight < 0:
+            raise ConfigError("vae: morph_weight and morph_linear_weight must be >= 0")
         if self.latent_dim < 1 or not self.channels or min(self.channels) < 1:
             raise ConfigError(f"vae: latent_dim and channels must be positive, got {self.latent_dim}, "
                               f"{self.channels}")
@@ -90,6 +97,8 @@ class VAEGenerator(MelGenerator):
         self.to_frames = nn.Linear(c.cond_hidden, flat)
         self.decoder = UpStack(self.decoder_channels, tuple(c.channels), c.kernel_size, c.cond_hidden)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
+        self.morph_centroid = (MelCentroid(config.feature_spec)
+                               if c.morph_weight > 0 or c.morph_linear_weight > 0 else None)
 
     @classmethod
     def debug_config(cls) -> VAEConfig:
@@ -133,7 +142,8 @@ class VAEGenerator(MelGenerator):
         return self.config.beta * (1.0 if warm == 0 else min(1.0, step / warm))
 
     def loss_weights(self) -> dict[str, float]:
-        return {"vae/kl": self.kl_weight(), "recon/l2": self.config.l2_weight}
+        return {"vae/kl": self.kl_weight(), "recon/l2": self.config.l2_weight,
+                "morph/order": self.config.morph_weight, "morph/linear": self.config.morph_linear_weight}
 
     def on_train_step_end(self, step: int) -> None:
         self.train_step.fill_(step)
@@ -155,5 +165,9 @@ class VAEGenerator(MelGenerator):
                "log/vae/kl": kl.sum(1).mean().detach()}
         if self.config.l2_weight > 0:
             out["recon/l2"] = (pred - target).square().mean()
+        if self.morph_centroid is not None:
+            out.update(morph_losses(self.decode_normalized, self.denormalize, self.morph_centroid, z,
+                                    pred, batch["pitch"], batch["velocity"],
+                                    linear=self.config.morph_linear_weight > 0))
         return out
 

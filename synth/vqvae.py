@@ -35,6 +35,7 @@ from synth.base import Conditions, item_seeds
 from synth.errors import ConfigError
 from synth.features import FeatureSpec
 from synth.melgen import DownStack, FractionalEmbedding, MelGenerator, UpStack
+from synth.morph import MelCentroid, morph_losses
 
 #: Family index meaning "no family given" (GM families are 0-15).
 UNKNOWN_FAMILY = 16
@@ -66,8 +67,11 @@ class VQVAEConfig:
     family_dropout: float = 0.1
     prior_top_k: int = 0
     harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
+    morph_weight: float = 0.0  # centroid-order hinge on quantised interpolations (synth/morph.py)
 
     def __post_init__(self) -> None:
+        if self.morph_weight < 0:
+            raise ConfigError(f"vqvae: morph_weight must be >= 0, got {self.morph_weight}")
         if self.codebook_size < 2 or self.latent_dim < 1 or not self.channels:
             raise ConfigError("vqvae: codebook_size >= 2, latent_dim >= 1 and channels are required")
         if not 0.0 < self.ema_decay < 1.0:
@@ -343,6 +347,7 @@ class VQVAEGenerator(MelGenerator):
         self.cond_mlp = nn.Sequential(nn.Linear(c.pitch_dim + c.velocity_dim, c.cond_hidden),
                                       nn.LeakyReLU(0.2))
         self.decoder = UpStack(self.decoder_channels, tuple(c.channels), c.kernel_size, c.cond_hidden)
+        self.morph_centroid = MelCentroid(config.feature_spec) if c.morph_weight > 0 else None
         self.prior = CodePrior(c.codebook_size, self.code_frames, c.prior_dim, c.prior_layers,
                                c.prior_heads, c.prior_ff, c.prior_dropout)
         self._codes_cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -484,7 +489,7 @@ class VQVAEGenerator(MelGenerator):
                                            weight_decay=weight_decay)}
 
     def loss_weights(self) -> dict[str, float]:
-        return {"vq/commit": self.config.commitment}
+        return {"vq/commit": self.config.commitment, "morph/order": self.config.morph_weight}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "main") -> dict[str, torch.Tensor]:
         """"main": {"recon/l1", "vq/commit", "log/vq/perplexity", "log/vq/usage"} (the codebook
@@ -493,11 +498,18 @@ class VQVAEGenerator(MelGenerator):
         audio = batch["audio"]
         if phase == "main":
             mel = self.mel(audio)
-            q = self.codebook(self.encode_mel(mel), update=self.training)
+            pre = self.encode_mel(mel)
+            q = self.codebook(pre, update=self.training)
             pred = self.decode_normalized(q.quantized, batch["pitch"], batch["velocity"])
             self._codes_cache = (audio, q.codes.detach())
-            return {"recon/l1": (pred - self.normalize(mel)).abs().mean(), "vq/commit": q.commit,
-                    "log/vq/perplexity": q.perplexity, "log/vq/usage": q.usage}
+            out = {"recon/l1": (pred - self.normalize(mel)).abs().mean(), "vq/commit": q.commit,
+                   "log/vq/perplexity": q.perplexity, "log/vq/usage": q.usage}
+            if self.morph_centroid is not None:
+                # interpolate pre-quantisation outputs, quantise (straight-through), decode
+                out.update(morph_losses(
+                    lambda z, p, v: self.decode_normalized(self.codebook(z, update=False).quantized, p, v),
+                    self.denormalize, self.morph_centroid, pre, pred, batch["pitch"], batch["velocity"]))
+            return out
         if phase != "prior":
             raise ConfigError(f"vqvae has phases {self.phases()}, not {phase!r}")
         cached, self._codes_cache = self._codes_cache, None

@@ -277,3 +277,63 @@ def test_istft_overfits_one_tone_with_the_trainer(tmp_path):
     result = Trainer(model, TensorDataset(tone), config, named_collate("audio")).fit()
     assert result.steps == 60 and "gen/mel" in result.losses
     assert mel_loss() < 0.65 * before
+
+
+# -- the iSTFT backbone with Griffin-Lim phases ----------------------------------------------------
+def _gl_istft(**overrides) -> ISTFTVocoder:
+    config = dataclasses.replace(ISTFTVocoder.debug_config(), phase="griffinlim", gl_iters=8, **overrides)
+    return ISTFTVocoder(config)
+
+
+def test_griffinlim_phase_istft_is_fast_griffin_lim_of_its_magnitude(gen):
+    """The phase="griffinlim" output is exactly the Griffin-Lim vocoder's phase retrieval run on
+    the predicted magnitude (same seed, iterations, momentum): one algorithm, two callers."""
+    model = _gl_istft().eval()
+    mel = _mel(model, 24, gen)
+    gl = GriffinLim(GriffinLimConfig(feature_spec=model.feature_spec, n_iter=8, momentum=0.99, seed=0))
+    with torch.no_grad():
+        ours = model(mel)
+        reference = gl.griffin_lim(model.generator.log_magnitude(mel).exp())
+    assert ours.shape == (2, 24 * model.feature_spec.hop_length)
+    assert torch.equal(ours, reference)
+    assert model.phases() == ["gen"] and len(model.discriminators) == 0  # no critics to train
+
+
+def test_griffinlim_phase_istft_checks_its_config(gen):
+    with pytest.raises(ConfigError, match="phase"):
+        ISTFTVocoder(dataclasses.replace(ISTFTVocoder.debug_config(), phase="nope"))
+    with pytest.raises(ConfigError, match="gl_momentum"):
+        _gl_istft(gl_momentum=1.0)
+    model = _gl_istft()
+    with pytest.raises(ConfigError, match="phase='predict'"):
+        model.generator.spectrum(_mel(model, 8, gen))
+    with pytest.raises(ConfigError, match="'gen'"):
+        model.training_step(model.example_batch(2, gen), "disc")
+
+
+def test_griffinlim_phase_istft_learns_a_sharper_magnitude_than_mel_inversion(tmp_path):
+    """Trained on one harmonic tone for 150 steps, the predicted magnitude is closer to the
+    tone's STFT magnitude (log L1) than the Griffin-Lim vocoder's NNLS inversion of its mel: the
+    reason this model exists (the mel inversion, not the phase retrieval, bounds Griffin-Lim;
+    docs/VOCODERS.md)."""
+    seed_everything(0)
+    model = _gl_istft()
+    spec = model.feature_spec
+    t = torch.arange(2048) / spec.sample_rate
+    tone = sum(0.3 / k * torch.sin(2 * torch.pi * 330 * k * t) for k in range(1, 12))[None]
+    mel = model.log_mel(tone)[..., :-1]
+    target = torch.stft(tone, spec.n_fft, spec.hop_length, spec.n_fft, window=torch.hann_window(spec.n_fft),
+                        center=True, return_complex=True)[..., : mel.shape[-1]].abs()
+
+    def log_error(magnitude: torch.Tensor) -> float:
+        floor = model.config.magnitude_floor
+        return float((magnitude.clamp_min(floor).log() - target.clamp_min(floor).log()).abs().mean())
+
+    nnls = log_error(GriffinLim(GriffinLimConfig(feature_spec=spec)).linear_magnitude(mel))
+    config = TrainConfig(steps=150, batch_size=1, lr=3e-3, out_dir=str(tmp_path), log_every=50,
+                         checkpoint_every=1000, progress=False, device="cpu", warmup_steps=10)
+    result = Trainer(model, TensorDataset(tone), config, named_collate("audio")).fit()
+    assert "gen/logmag" in result.losses and "gen/sc" in result.losses
+    with torch.no_grad():
+        learned = log_error(model.generator.log_magnitude(mel).exp())
+    assert learned < 0.5 * nnls, (learned, nnls)

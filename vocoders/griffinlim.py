@@ -31,6 +31,29 @@ from synth.features import FeatureSpec, mel_filterbank
 from vocoders.base import Vocoder
 
 
+def fast_griffin_lim(magnitude: torch.Tensor, angles: torch.Tensor, spec: FeatureSpec,
+                     window: torch.Tensor, n_iter: int, momentum: float) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013, librosa's form) from given initial phases.
+
+    magnitude: (B, bins, F) linear STFT magnitude under `spec`; angles: unit-modulus complex
+    phases broadcastable to it; window: the (n_fft,) Hann window. Returns (B, F * hop) audio.
+    """
+    n_frames = magnitude.shape[-1]
+    length = n_frames * spec.hop_length
+    stft = dict(n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.n_fft,
+                window=window, center=True)
+    angles = angles.expand_as(magnitude)
+    alpha = momentum / (1.0 + momentum)
+    rebuilt = None
+    for _ in range(n_iter):
+        previous = rebuilt
+        audio = torch.istft(magnitude * angles, **stft, length=length)
+        rebuilt = torch.stft(audio, **stft, pad_mode="reflect", return_complex=True)[..., :n_frames]
+        angles = rebuilt if previous is None else rebuilt - alpha * previous
+        angles = angles / (angles.abs() + 1e-16)
+    return torch.istft(magnitude * angles, **stft, length=length)
+
+
 @dataclass
 class GriffinLimConfig:
     feature_spec: FeatureSpec = field(default_factory=FeatureSpec)
@@ -94,21 +117,9 @@ class GriffinLim(Vocoder):
 
     def griffin_lim(self, magnitude: torch.Tensor) -> torch.Tensor:
         """(B, bins, F) linear magnitude -> (B, F * hop) audio."""
-        spec = self.feature_spec
-        n_frames = magnitude.shape[-1]
-        length = n_frames * spec.hop_length
-        stft = dict(n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.n_fft,
-                    window=self.window.to(magnitude.dtype), center=True)
         angles = self._initial_angles(magnitude.shape[-2:], magnitude).expand_as(magnitude)
-        alpha = self.config.momentum / (1.0 + self.config.momentum)
-        rebuilt = None
-        for _ in range(self.config.n_iter):
-            previous = rebuilt
-            audio = torch.istft(magnitude * angles, **stft, length=length)
-            rebuilt = torch.stft(audio, **stft, pad_mode="reflect", return_complex=True)[..., :n_frames]
-            angles = rebuilt if previous is None else rebuilt - alpha * previous
-            angles = angles / (angles.abs() + 1e-16)
-        return torch.istft(magnitude * angles, **stft, length=length)
+        return fast_griffin_lim(magnitude, angles, self.feature_spec, self.window.to(magnitude.dtype),
+                                self.config.n_iter, self.config.momentum)
 
     def forward(self, mel: torch.Tensor, spec: FeatureSpec | None = None) -> torch.Tensor:
         """(B, n_mels, F) log-mel (made under `spec`, if given) -> (B, F * hop) audio."""

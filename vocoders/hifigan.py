@@ -252,7 +252,7 @@ def gan_optimizers(model: Vocoder, lr: float, betas: tuple[float, float],
                     weight_decay: float) -> dict[str, torch.optim.Optimizer]:
     """AdamW for the generator ("gen") and, if present, one for all discriminators ("disc")."""
     opts = {}
-    if model.config.discriminators:
+    if len(model.discriminators):
         opts["disc"] = torch.optim.AdamW(model.discriminators.parameters(), lr=lr, betas=betas,
                                          weight_decay=weight_decay)
     opts["gen"] = torch.optim.AdamW(model.generator.parameters(), lr=lr, betas=betas,

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from synth.errors import ConfigError
+from synth.errors import AudioError, ConfigError
 from synth.features import FeatureSpec, LogMel
 from vocoders.base import Vocoder
+from vocoders.griffinlim import fast_griffin_lim
 from vocoders.discriminators import MPD_CHANNELS, MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from vocoders.hifigan import example_audio, gan_optimizers, gan_training_step
 
@@ -49,6 +50,13 @@ class ISTFTConfig:
     mpd_channels: tuple[int, ...] = MPD_CHANNELS
     mrd_fft_sizes: tuple[int, ...] = (2048, 1024, 512)
     mrd_channels: int = 32
+    # "predict": the phase head (Vocos); "griffinlim": magnitude head only, phases by fast
+    # Griffin-Lim on the predicted magnitude, trained on the STFT magnitude alone (no critics).
+    phase: str = "predict"
+    gl_iters: int = 32
+    gl_momentum: float = 0.99
+    gl_seed: int = 0
+    magnitude_floor: float = 1e-4  # "griffinlim" training: log-magnitude L1 counts above this
 
 
 class ConvNeXtBlock(nn.Module):
@@ -84,29 +92,53 @@ class ISTFTGenerator(nn.Module):
             ConvNeXtBlock(c.dim, c.intermediate_dim, c.kernel_size, scale) for _ in range(c.num_layers)
         )
         self.final_norm = nn.LayerNorm(c.dim, eps=1e-6)
-        self.head = nn.Linear(c.dim, spec.n_fft + 2)
+        self.phase = c.phase
+        bins = spec.n_fft // 2 + 1
+        self.head = nn.Linear(c.dim, 2 * bins if c.phase == "predict" else bins)
+        self.spec, self.gl_iters, self.gl_momentum, self.gl_seed = spec, c.gl_iters, c.gl_momentum, c.gl_seed
         self.register_buffer("window", torch.hann_window(spec.n_fft), persistent=False)
         for m in self.modules():  # Vocos's init
             if isinstance(m, (nn.Conv1d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+        if c.phase == "griffinlim":  # start near a quiet spectrum (|X| ~ 0.02), not |X| = 1
+            nn.init.constant_(self.head.bias, -4.0)
 
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, F) -> complex (B, n_fft // 2 + 1, F) STFT."""
+    def head_output(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F) -> (B, bins or 2 bins, F) float32 head output."""
         x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
         x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
-        if x.dtype in (torch.float16, torch.bfloat16):  # autocast: the iSTFT needs float32
-            x = x.float()
-        log_mag, angle = x.chunk(2, dim=1)
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # iSTFT needs fp32
+
+    def log_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F) -> (B, n_fft // 2 + 1, F) natural-log magnitude, clipped at log 100."""
+        return self.head_output(mel)[:, : self.n_fft // 2 + 1].clamp(max=self.max_log_magnitude)
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F) -> complex (B, n_fft // 2 + 1, F) STFT (the "predict" phase head)."""
+        if self.phase != "predict":
+            raise ConfigError(f"istft: the complex spectrum needs phase='predict', not {self.phase!r}")
+        log_mag, angle = self.head_output(mel).chunk(2, dim=1)
         mag = torch.exp(log_mag.clamp(max=self.max_log_magnitude))
         return torch.complex(mag * torch.cos(angle), mag * torch.sin(angle))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        length = mel.shape[-1] * self.hop
+        if self.phase == "griffinlim":
+            mag = self.log_magnitude(mel).exp()
+            return fast_griffin_lim(mag, self.initial_angles(mag), self.spec, self.window.to(mag.dtype),
+                                    self.gl_iters, self.gl_momentum)
         spec = self.spectrum(mel)
         return torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.window.to(spec.real.dtype),
-                           center=True, length=mel.shape[-1] * self.hop)
+                           center=True, length=length)
+
+    def initial_angles(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """(bins, F) seeded uniform random unit phases, one draw for every batch item."""
+        gen = torch.Generator().manual_seed(self.gl_seed)
+        phase = 2.0 * math.pi * torch.rand(magnitude.shape[-2:], generator=gen)
+        return torch.polar(torch.ones_like(phase), phase).to(magnitude.device)
 
     def receptive_field(self) -> tuple[int, int]:
         """Frames (left, right) of the mel that reach output block c (samples c*hop..(c+1)*hop-1).
@@ -134,10 +166,15 @@ class ISTFTVocoder(Vocoder):
             raise ConfigError(f"istft needs hop_length <= n_fft / 2, got {spec.describe()}")
         if config.kernel_size % 2 == 0 or min(config.dim, config.intermediate_dim, config.num_layers) < 1:
             raise ConfigError(f"istft needs an odd kernel_size and positive sizes, got {config}")
+        if config.phase not in ("predict", "griffinlim"):
+            raise ConfigError(f"istft: phase must be 'predict' or 'griffinlim', got {config.phase!r}")
+        if config.gl_iters < 0 or not 0.0 <= config.gl_momentum < 1.0:
+            raise ConfigError(f"istft: gl_iters must be >= 0 and gl_momentum in [0, 1), got "
+                              f"{config.gl_iters}, {config.gl_momentum}")
         self.generator = ISTFTGenerator(config)
         self.log_mel = LogMel(spec)
         self.discriminators = nn.ModuleDict()
-        if config.discriminators:
+        if config.discriminators and config.phase == "predict":
             self.discriminators["mpd"] = MultiPeriodDiscriminator(config.mpd_periods, config.mpd_channels)
             self.discriminators["mrd"] = MultiResolutionDiscriminator(config.mrd_fft_sizes,
                                                                       config.mrd_channels)
@@ -165,7 +202,7 @@ class ISTFTVocoder(Vocoder):
         return {"audio": example_audio(self.feature_spec, batch_size, generator)}
 
     def phases(self) -> list[str]:
-        return ["disc", "gen"] if self.config.discriminators else ["gen"]
+        return ["disc", "gen"] if len(self.discriminators) else ["gen"]
 
     def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.8, 0.9),
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
@@ -173,8 +210,32 @@ class ISTFTVocoder(Vocoder):
         return gan_optimizers(self, lr, betas, weight_decay)
 
     def loss_weights(self) -> dict[str, float]:
-        return {"gen/mrstft": self.config.stft_loss_weight, "gen/mel": 45.0,
+        return {"gen/mrstft": self.config.stft_loss_weight, "gen/mel": 45.0, "gen/logmag": 1.0, "gen/sc": 1.0,
                 "gen/adv/mrd": 0.1, "gen/fm/mrd": 0.1, "disc/adv/mrd": 0.1}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "gen") -> dict[str, torch.Tensor]:
+        if self.config.phase == "griffinlim":
+            return self.magnitude_step(batch, phase)
         return gan_training_step(self, self.generator, batch, phase, average=True)
+
+    def magnitude_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
+        """phase="griffinlim" training: the predicted log-magnitude against the audio's STFT
+        (the spec's n_fft, hop and window). "gen/logmag": L1 of natural logs, both floored at
+        `magnitude_floor`; "gen/sc": spectral convergence ||S - S'||_F / ||S||_F over the batch."""
+        if phase != "gen":
+            raise ConfigError(f"istft: phase='griffinlim' trains one phase, 'gen', not {phase!r}")
+        audio = batch["audio"]
+        spec = self.feature_spec
+        if audio.ndim != 2 or audio.shape[-1] % spec.hop_length:
+            raise AudioError(f"istft trains on audio shaped (B, T) with T a multiple of "
+                             f"hop={spec.hop_length}; got {tuple(audio.shape)}")
+        mel = self.log_mel(audio)[..., :-1]
+        target = torch.stft(audio, spec.n_fft, spec.hop_length, spec.n_fft,
+                            window=self.generator.window.to(audio.dtype), center=True,
+                            pad_mode="reflect", return_complex=True)[..., : mel.shape[-1]].abs()
+        log_pred = self.generator.log_magnitude(mel)
+        floor = math.log(self.config.magnitude_floor)
+        logmag = (log_pred.clamp(min=floor) - target.clamp(min=self.config.magnitude_floor).log()).abs()
+        # over the whole batch: a silent crop has no norm of its own to divide by
+        sc = torch.linalg.vector_norm(target - log_pred.exp()) / torch.linalg.vector_norm(target).clamp_min(1e-8)
+        return {"gen/logmag": logmag.mean(), "gen/sc": sc}

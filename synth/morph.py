@@ -1,0 +1,99 @@
+"""Morph regulariser for the mel generators: interpolations between two notes' latents should
+move the sound's brightness steadily from one to the other.
+
+Without it a decoder trained only on reconstructions is free to do anything between the codes
+it has seen, and the trained vae-gm / vqvae-gm overshot: the spectral centroid of a
+flute -> saw-lead morph rose past the saw lead's before coming back (bench/vae_eval.py,
+"interpolation"; docs/VAE.md). In the spirit of attribute-regularised VAEs (Pati & Lerch 2020,
+which tie an attribute's order to a latent axis), this ties the order of the centroid to the
+interpolation parameter, on pairs drawn from the training batch:
+
+- z_a (the batch's latents), z_b (the same batch rolled by one: another note), both decoded at
+  z_a's pitch and velocity; two interior points t1 < t2 drawn uniformly per pair;
+- "morph/order": hinge on the log centroid, so that c(0) <= c(t1) <= c(t2) <= c(1) in the
+  direction of c(1) - c(0) (endpoints detached: the regulariser never pulls the
+  reconstructions), in log-Hz (0.05 ~ a 5 % overshoot);
+- "morph/linear" (optional): L1 between the decoded normalised log-mel at t and the same
+  interpolation of the endpoints' decoded log-mels, which makes the decoder locally linear
+  along chords between notes (a log-spectral crossfade at the limit).
+
+The centroid is measured on the log-mel itself (`MelCentroid`): each band's power is
+estimated from its (area-normalised, magnitude) mel value as mel^2 x width^1.5, with width the
+band's effective width in FFT bins, and placed at the band's centre; frames are pooled by power,
+like `synth.data.descriptors.describe`'s centroid of the audio. The exponent sits between the two
+regimes a magnitude mel confuses: a band full of partials or noise holds mel^2 x width of power,
+one resolved partial mel^2 x width^2; with 1.5 the estimate is within 20 % of the audio's centroid
+from sines to noise and keeps their order (tests/test_morph.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from synth.features import FeatureSpec, mel_filterbank
+
+
+class MelCentroid(nn.Module):
+    """Spectral centroid of log-mels: (B, n_mels, F) natural-log magnitude mel -> (B,) log Hz."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__()
+        basis = mel_filterbank(spec).double()  # (n_mels, n_fft // 2 + 1)
+        freqs = torch.linspace(0.0, spec.sample_rate / 2, basis.shape[1], dtype=torch.float64)
+        total = basis.sum(1).clamp_min(1e-12)
+        centre = (basis @ freqs) / total
+        width = total.square() / basis.square().sum(1).clamp_min(1e-24)  # effective bins
+        self.register_buffer("centre", centre.float(), persistent=False)
+        self.register_buffer("log_width", 1.5 * width.log().float(), persistent=False)
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        # power per band and frame, as log weights: 2 log|mel| + 1.5 log(width); softmax pools them.
+        logw = (2.0 * logmel + self.log_width[:, None]).flatten(1)  # (B, n_mels * F)
+        weights = torch.softmax(logw, dim=-1).reshape(logmel.shape)
+        return torch.log((weights * self.centre[:, None]).sum((1, 2)).clamp_min(1.0))
+
+
+def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                 to_logmel: Callable[[torch.Tensor], torch.Tensor], centroid: MelCentroid,
+                 z: torch.Tensor, end_a: torch.Tensor, pitch: torch.Tensor, velocity: torch.Tensor,
+                 linear: bool = False) -> dict[str, torch.Tensor]:
+    """The morph terms for one batch.
+
+    Args:
+        decode: (z, pitch, velocity) -> (B, ...) normalised log-mel (the model's decoder; for a
+            VQ-VAE, one that quantises its input first).
+        to_logmel: normalised -> natural-log mel (the model's `denormalize`).
+        centroid: a `MelCentroid` for the model's FeatureSpec.
+        z: (B, ...) the batch's latents (pairs are z and z rolled by one along the batch).
+        end_a: (B, ...) the decoded z (the reconstructions already computed), endpoint t = 0.
+        pitch, velocity: (B,) the batch's; every point of a pair is decoded at z's own.
+        linear: also return "morph/linear".
+    Returns:
+        {"morph/order": scalar hinge in log-Hz, "log/morph/violations": fraction of pairs with
+        any step out of order, and "morph/linear" when asked}; empty for batches of one.
+    """
+    b = z.shape[0]
+    if b < 2:
+        return {}
+    z_b = z.roll(1, dims=0)
+    t = torch.rand(b, 2, device=z.device, dtype=z.dtype).sort(dim=1).values
+    shape = (b,) + (1,) * (z.ndim - 1)
+    t1, t2 = t[:, 0].reshape(shape), t[:, 1].reshape(shape)
+    points = torch.cat([z_b, z + t1 * (z_b - z), z + t2 * (z_b - z)])
+    decoded = decode(points, pitch.repeat(3), velocity.repeat(3))
+    end_b, mid1, mid2 = decoded.chunk(3)
+    end_a, end_b = end_a.detach(), end_b.detach()
+    c = centroid(to_logmel(torch.cat([end_a, mid1, mid2, end_b]))).reshape(4, b)
+    sign = torch.sign(c[3] - c[0]).detach()
+    steps = sign * (c[1:] - c[:-1])  # (3, B): should all be >= 0
+    out = {"morph/order": torch.relu(-steps).sum(0).mean(),
+           "log/morph/violations": (steps < -0.01).any(0).float().mean().detach()}
+    if linear:
+        dims = (b,) + (1,) * (end_a.ndim - 1)
+        s1, s2 = t[:, 0].reshape(dims), t[:, 1].reshape(dims)
+        out["morph/linear"] = 0.5 * ((mid1 - (end_a + s1 * (end_b - end_a))).abs().mean()
+                                     + (mid2 - (end_a + s2 * (end_b - end_a))).abs().mean())
+    return out

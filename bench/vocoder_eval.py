@@ -5,7 +5,11 @@ Sets (pitched families, MIDI 36-84, as bench/ddsp_eval.py): held-out notes of tr
 the log-mel of the original note under its own FeatureSpec and re-synthesises it. Rows:
 - every trained vocoder given with --model;
 - griffinlim: ours, 16 NNLS steps + 32 fast Griffin-Lim iterations (the zero-training baseline);
-- real vs real: the same instrument and pitch at the neighbouring velocity layer (a floor).
+- real vs real: the same instrument and pitch at the neighbouring velocity layer (a floor);
+- with --bounds, two oracle rows that split Griffin-Lim's error into its two causes (they see the
+  original's STFT, so they are bounds, not vocoders): "true magnitude + GL" (the phase retrieval
+  alone: the exact linear magnitude, 32 fast Griffin-Lim iterations) and "mel inversion + true
+  phase" (the NNLS magnitude from the mel with the original's phases: the mel inversion alone).
 Metrics (latent/metrics/reconstruction.py) against the original audio: multi-resolution STFT
 distance, mel L1, median f0 error in cents and voicing agreement (torchcrepe tiny).
 
@@ -32,7 +36,7 @@ from vocoders.griffinlim import GriffinLim, GriffinLimConfig
 
 @torch.no_grad()
 def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list[int],
-             batch: int = 16) -> dict[str, dict[str, float]]:
+             batch: int = 16, bounds: GriffinLim | None = None) -> dict[str, dict[str, float]]:
     sr = corpus.sample_rate
     rows: dict[str, dict[str, list[float]]] = {k: {} for k in [*vocoders, "real vs real"]}
     for start in range(0, len(indices), batch):
@@ -46,6 +50,8 @@ def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list
             hop = spec.hop_length
             n = audio.shape[-1] // hop * hop
             outs[name] = voc(LogMel(spec)(audio[:, :n]), spec)
+        if bounds is not None:
+            outs.update(oracle_rows(bounds, audio))
         n = min(o.shape[-1] for o in outs.values())
         ref = audio[:, :n]
         ref_track = pitch_tracks(ref, sr)
@@ -54,6 +60,7 @@ def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list
             cents, voicing = f0_error_cents(pitch_tracks(out, sr), ref_track)
             spec = vocoders[name].feature_spec if name in vocoders else next(
                 iter(vocoders.values())).feature_spec
+            rows.setdefault(name, {})
             metrics = {"mrstft": mrstft_distance(out, ref), "mel_l1": mel_l1(out, ref, spec),
                        "f0_error_cents": cents, "voicing_agreement": voicing}
             for key, val in metrics.items():
@@ -61,6 +68,23 @@ def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list
     return {name: {**{k: float(np.nanmedian(v)) if k == "f0_error_cents" else float(np.nanmean(v))
                       for k, v in metrics.items()}, "notes": len(indices)}
             for name, metrics in rows.items()}
+
+
+BOUND_ROWS = ("true magnitude + GL (32 it)", "mel inversion + true phase")
+
+
+def oracle_rows(gl: GriffinLim, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The two --bounds rows for (B, T) audio under `gl`'s spec (see the module docstring)."""
+    spec = gl.feature_spec
+    n = audio.shape[-1] // spec.hop_length * spec.hop_length
+    x = audio[:, :n]
+    frames = n // spec.hop_length
+    stft = dict(n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.n_fft,
+                window=gl.window, center=True)
+    true = torch.stft(x, **stft, pad_mode="reflect", return_complex=True)[..., :frames]
+    nnls = gl.linear_magnitude(LogMel(spec)(x)[..., :frames])
+    return {BOUND_ROWS[0]: gl.griffin_lim(true.abs()),
+            BOUND_ROWS[1]: torch.istft(nnls * torch.exp(1j * true.angle()), **stft, length=n)}
 
 
 def main() -> None:
@@ -71,6 +95,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="vocoder_eval")
+    ap.add_argument("--bounds", action="store_true", help="Add the two oracle rows that split "
+                    "Griffin-Lim's error into phase retrieval and mel inversion.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     corpus = Corpus.open(args.corpus)
@@ -89,7 +115,8 @@ def main() -> None:
     start = time.perf_counter()
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
-    results = {name: evaluate(vocoders, corpus, idx) for name, idx in sets.items()}
+    results = {name: evaluate(vocoders, corpus, idx, bounds=gl if args.bounds else None)
+               for name, idx in sets.items()}
     payload = {"models": meta, "corpus_hash": corpus.hash, "results": results,
                "seconds": time.perf_counter() - start}
     print("| set | row | MR-STFT | mel L1 | f0 error (cents, median) | voicing agreement |")

@@ -337,3 +337,16 @@ def test_griffinlim_phase_istft_learns_a_sharper_magnitude_than_mel_inversion(tm
     with torch.no_grad():
         learned = log_error(model.generator.log_magnitude(mel).exp())
     assert learned < 0.5 * nnls, (learned, nnls)
+
+
+def test_mel_prior_starts_the_magnitude_at_the_mel_inversion(gen):
+    """With mel_prior the head is a residual over the Griffin-Lim vocoder's NNLS inversion, and
+    a fresh model reproduces that inversion exactly (floored), so training starts from it."""
+    model = _gl_istft(mel_prior=True).eval()
+    mel = _mel(model, 12, gen)
+    gl = GriffinLim(GriffinLimConfig(feature_spec=model.feature_spec))
+    with torch.no_grad():
+        ours = model.generator.log_magnitude(mel)
+        nnls = gl.linear_magnitude(mel).clamp_min(model.config.magnitude_floor).log()
+    torch.testing.assert_close(ours, nnls.clamp(max=model.config.max_log_magnitude), rtol=0, atol=1e-6)
+    assert not any("inversion" in k for k in model.state_dict())  # nothing extra is saved

@@ -57,6 +57,9 @@ class ISTFTConfig:
     gl_momentum: float = 0.99
     gl_seed: int = 0
     magnitude_floor: float = 1e-4  # "griffinlim" training: log-magnitude L1 counts above this
+    # The head's log-magnitude is a residual over the mel's NNLS inversion (the Griffin-Lim
+    # vocoder's `linear_magnitude`, floored at magnitude_floor): training starts from it.
+    mel_prior: bool = False
 
 
 class ConvNeXtBlock(nn.Module):
@@ -101,7 +104,15 @@ class ISTFTGenerator(nn.Module):
             if isinstance(m, (nn.Conv1d, nn.Linear)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        if c.phase == "griffinlim":  # start near a quiet spectrum (|X| ~ 0.02), not |X| = 1
+        self.inversion = None
+        if c.mel_prior:  # residual over the mel inversion: a zero head reproduces it
+            from vocoders.griffinlim import GriffinLim, GriffinLimConfig
+
+            self.inversion = GriffinLim(GriffinLimConfig(feature_spec=spec))
+            self.log_floor = math.log(c.magnitude_floor)
+            with torch.no_grad():
+                self.head.weight[:bins].zero_()
+        elif c.phase == "griffinlim":  # start near a quiet spectrum (|X| ~ 0.02), not |X| = 1
             nn.init.constant_(self.head.bias, -4.0)
 
     def head_output(self, mel: torch.Tensor) -> torch.Tensor:
@@ -112,16 +123,26 @@ class ISTFTGenerator(nn.Module):
         x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
         return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # iSTFT needs fp32
 
+    def prior(self, mel: torch.Tensor) -> torch.Tensor | float:
+        """The log-magnitude the head adds to: the floored NNLS inversion of the mel
+        (B, bins, F) with `mel_prior`, else 0."""
+        if self.inversion is None:
+            return 0.0
+        with torch.no_grad():
+            mag = self.inversion.linear_magnitude(mel.float())
+        return mag.clamp_min(math.exp(self.log_floor)).log()
+
     def log_magnitude(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, F) -> (B, n_fft // 2 + 1, F) natural-log magnitude, clipped at log 100."""
-        return self.head_output(mel)[:, : self.n_fft // 2 + 1].clamp(max=self.max_log_magnitude)
+        out = self.head_output(mel)[:, : self.n_fft // 2 + 1] + self.prior(mel)
+        return out.clamp(max=self.max_log_magnitude)
 
     def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, n_mels, F) -> complex (B, n_fft // 2 + 1, F) STFT (the "predict" phase head)."""
         if self.phase != "predict":
             raise ConfigError(f"istft: the complex spectrum needs phase='predict', not {self.phase!r}")
         log_mag, angle = self.head_output(mel).chunk(2, dim=1)
-        mag = torch.exp(log_mag.clamp(max=self.max_log_magnitude))
+        mag = torch.exp((log_mag + self.prior(mel)).clamp(max=self.max_log_magnitude))
         return torch.complex(mag * torch.cos(angle), mag * torch.sin(angle))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:

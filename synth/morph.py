@@ -59,7 +59,7 @@ class MelCentroid(nn.Module):
 def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                  to_logmel: Callable[[torch.Tensor], torch.Tensor], centroid: MelCentroid,
                  z: torch.Tensor, end_a: torch.Tensor, pitch: torch.Tensor, velocity: torch.Tensor,
-                 linear: bool = False) -> dict[str, torch.Tensor]:
+                 ceiling: torch.Tensor | float, linear: bool = False) -> dict[str, torch.Tensor]:
     """The morph terms for one batch.
 
     Args:
@@ -70,6 +70,10 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
         z: (B, ...) the batch's latents (pairs are z and z rolled by one along the batch).
         end_a: (B, ...) the decoded z (the reconstructions already computed), endpoint t = 0.
         pitch, velocity: (B,) the batch's; every point of a pair is decoded at z's own.
+        ceiling: the loudest log-mel value the centroid may see (the batch's true maximum): a
+            decoder could otherwise steer the centroid with a few absurdly loud bins, which the
+            L1 reconstruction hardly charges for (a first fine-tune did: decoded log-mels
+            peaked at +8 where real notes stop near +1).
         linear: also return "morph/linear".
     Returns:
         {"morph/order": scalar hinge in log-Hz, "log/morph/violations": fraction of pairs with
@@ -86,7 +90,7 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     decoded = decode(points, pitch.repeat(3), velocity.repeat(3))
     end_b, mid1, mid2 = decoded.chunk(3)
     end_a, end_b = end_a.detach(), end_b.detach()
-    c = centroid(to_logmel(torch.cat([end_a, mid1, mid2, end_b]))).reshape(4, b)
+    c = centroid(to_logmel(torch.cat([end_a, mid1, mid2, end_b])).clamp(max=ceiling)).reshape(4, b)
     sign = torch.sign(c[3] - c[0]).detach()
     steps = sign * (c[1:] - c[:-1])  # (3, B): should all be >= 0
     out = {"morph/order": torch.relu(-steps).sum(0).mean(),

@@ -167,7 +167,7 @@ class VAEGenerator(MelGenerator):
             out["recon/l2"] = (pred - target).square().mean()
         if self.morph_centroid is not None:
             out.update(morph_losses(self.decode_normalized, self.denormalize, self.morph_centroid, z,
-                                    pred, batch["pitch"], batch["velocity"],
+                                    pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(),
                                     linear=self.config.morph_linear_weight > 0))
         return out
 

@@ -508,7 +508,8 @@ class VQVAEGenerator(MelGenerator):
                 # interpolate pre-quantisation outputs, quantise (straight-through), decode
                 out.update(morph_losses(
                     lambda z, p, v: self.decode_normalized(self.codebook(z, update=False).quantized, p, v),
-                    self.denormalize, self.morph_centroid, pre, pred, batch["pitch"], batch["velocity"]))
+                    self.denormalize, self.morph_centroid, pre, pred, batch["pitch"], batch["velocity"],
+                    ceiling=mel.max().detach()))
             return out
         if phase != "prior":
             raise ConfigError(f"vqvae has phases {self.phases()}, not {phase!r}")

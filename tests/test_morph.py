@@ -62,7 +62,7 @@ def test_order_hinge_is_zero_for_a_monotonic_decoder_and_positive_for_an_oversho
     z = torch.tensor([[0.0], [1.0]] * 16)  # pairs (0 -> 1) and (1 -> 0) after the roll
     pitch = torch.full((32,), 60.0)
     out = morph_losses(decode, lambda x: x * 3.0 - 8.0, centroid, z, decode(z, pitch, pitch),
-                       pitch, pitch, linear=True)
+                       pitch, pitch, ceiling=10.0, linear=True)
     if bump == 0.0:
         assert float(out["morph/order"]) == 0.0 and float(out["log/morph/violations"]) == 0.0
         assert float(out["morph/linear"]) < 1e-6  # this decoder is linear in z
@@ -81,9 +81,27 @@ def test_order_hinge_passes_gradients_to_the_decoder_but_not_the_endpoints():
 
     z, pitch = torch.tensor([[0.0], [1.0]] * 4), torch.full((8,), 60.0)
     end_a = decode(z, pitch, pitch)
-    out = morph_losses(decode, lambda x: x * 3.0 - 8.0, MelCentroid(SPEC), z, end_a, pitch, pitch)
+    out = morph_losses(decode, lambda x: x * 3.0 - 8.0, MelCentroid(SPEC), z, end_a, pitch, pitch,
+                       ceiling=10.0)
     out["morph/order"].backward()
     assert scale.grad is not None and float(scale.grad.abs()) > 0
+
+
+def test_bins_above_the_ceiling_cannot_steer_the_centroid():
+    """A decoder that answers the hinge with one absurdly loud bin gains nothing above the
+    ceiling: no centroid change, no gradient through that bin."""
+    centroid = MelCentroid(SPEC)
+    logmel = torch.full((1, SPEC.n_mels, 8), -6.0)
+    logmel[:, 10:30] = -1.0
+    spiked = logmel.clone().requires_grad_(True)
+    with torch.no_grad():
+        spiked[0, 70, 3] = 8.0  # a high band, far above anything real
+    at_ceiling = logmel.clone()
+    at_ceiling[0, 70, 3] = 1.0
+    value = centroid(spiked.clamp(max=1.0))
+    assert torch.allclose(value, centroid(at_ceiling))
+    value.backward()
+    assert spiked.grad[0, 70, 3] == 0 and spiked.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("kind,overrides", [("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1}),

@@ -143,7 +143,8 @@ class VAEGenerator(MelGenerator):
 
     def loss_weights(self) -> dict[str, float]:
         return {"vae/kl": self.kl_weight(), "recon/l2": self.config.l2_weight,
-                "morph/order": self.config.morph_weight, "morph/linear": self.config.morph_linear_weight}
+                "morph/order": self.config.morph_weight, "morph/anchor": self.config.morph_weight,
+                "morph/linear": self.config.morph_linear_weight}
 
     def on_train_step_end(self, step: int) -> None:
         self.train_step.fill_(step)
@@ -167,7 +168,7 @@ class VAEGenerator(MelGenerator):
             out["recon/l2"] = (pred - target).square().mean()
         if self.morph_centroid is not None:
             out.update(morph_losses(self.decode_normalized, self.denormalize, self.morph_centroid, z,
-                                    pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(),
+                                    pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(), target=mel,
                                     linear=self.config.morph_linear_weight > 0))
         return out
 

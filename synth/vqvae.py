@@ -489,7 +489,8 @@ class VQVAEGenerator(MelGenerator):
                                            weight_decay=weight_decay)}
 
     def loss_weights(self) -> dict[str, float]:
-        return {"vq/commit": self.config.commitment, "morph/order": self.config.morph_weight}
+        return {"vq/commit": self.config.commitment, "morph/order": self.config.morph_weight,
+                "morph/anchor": self.config.morph_weight}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "main") -> dict[str, torch.Tensor]:
         """"main": {"recon/l1", "vq/commit", "log/vq/perplexity", "log/vq/usage"} (the codebook
@@ -509,7 +510,7 @@ class VQVAEGenerator(MelGenerator):
                 out.update(morph_losses(
                     lambda z, p, v: self.decode_normalized(self.codebook(z, update=False).quantized, p, v),
                     self.denormalize, self.morph_centroid, pre, pred, batch["pitch"], batch["velocity"],
-                    ceiling=mel.max().detach()))
+                    ceiling=mel.max().detach(), target=mel))
             return out
         if phase != "prior":
             raise ConfigError(f"vqvae has phases {self.phases()}, not {phase!r}")

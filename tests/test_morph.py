@@ -117,6 +117,7 @@ def test_mel_generators_train_with_the_morph_terms(kind, overrides):
              "velocity": torch.full((4,), 100.0)}
     losses = model.training_step(batch)
     assert "morph/order" in losses and torch.isfinite(losses["morph/order"])
+    assert "morph/anchor" in losses and torch.isfinite(losses["morph/anchor"])
     weights = model.loss_weights()
     assert weights["morph/order"] == 1.0
     total = sum(v * weights.get(k, 1.0) for k, v in losses.items() if not k.startswith("log/"))

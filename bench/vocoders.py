@@ -7,6 +7,8 @@ Rows (4 s of audio per item; x RT = batch * 4 s / wall seconds, median of repeat
 - hifigan v1 / v3 and istft (our default, Vocos-base dims) on the default 16 kHz spec;
 - istft @ vocos spec: ours at Vocos-base dims on Vocos's mel-24 kHz spec (100 mels, n_fft 1024,
   hop 256), the same size as the next row;
+- istft-gm size, Griffin-Lim phases: the bundled model's architecture (dim 256 / 768, magnitude
+  head over the NNLS inversion, 32 fast Griffin-Lim iterations on its magnitude);
 - vocos package: `vocos` built from its classes at its published mel-24 kHz configuration
   (VocosBackbone(100, 512, 1536, 8) + ISTFTHead(512, 1024, 256, "same")), random weights
   (speed does not depend on them), timed on `decode(mel)`. `vocos` is a bench-only install.
@@ -110,8 +112,9 @@ def _librosa_rows(spec: FeatureSpec) -> list[tuple[str, FeatureSpec, int, Callab
             ("librosa griffinlim (32 it)", spec, 0, griffinlim)]
 
 
-def rows() -> list[tuple[str, FeatureSpec, int, Callable]]:
-    """(name, spec, parameters, fn(mel) -> audio) for every benchmarked vocoder."""
+def rows(only: list[str] | None = None) -> list[tuple[str, FeatureSpec, int, Callable]]:
+    """(name, spec, parameters, fn(mel) -> audio) for every benchmarked vocoder (or those whose
+    name contains one of `only`)."""
     out: list[tuple[str, FeatureSpec, int, Callable]] = []
     gl = GriffinLim(GriffinLimConfig(feature_spec=DEFAULT_SPEC, n_iter=32)).eval()
     out.append(("griffinlim (ours, NNLS 16 + 32 it)", DEFAULT_SPEC, 0, gl))
@@ -124,9 +127,13 @@ def rows() -> list[tuple[str, FeatureSpec, int, Callable]]:
     out.append(("istft (ours, default)", DEFAULT_SPEC, model.generator_parameters(), model))
     model = ISTFTVocoder(ISTFTConfig(feature_spec=VOCOS_SPEC, discriminators=False)).eval()
     out.append(("istft (ours) @ vocos spec", VOCOS_SPEC, model.generator_parameters(), model))
-    vocos = _vocos_package()
-    out.append(("vocos package (mel-24k, base)", VOCOS_SPEC, _params(vocos), vocos.decode))
-    return out
+    model = ISTFTVocoder(ISTFTConfig(dim=256, intermediate_dim=768, phase="griffinlim",
+                                     discriminators=False, mel_prior=True)).eval()
+    out.append(("istft-gm size, griffin-lim phases", DEFAULT_SPEC, model.generator_parameters(), model))
+    if not only or any(o in "vocos package (mel-24k, base)" for o in only):
+        vocos = _vocos_package()  # a bench-only install: built only when asked for
+        out.append(("vocos package (mel-24k, base)", VOCOS_SPEC, _params(vocos), vocos.decode))
+    return [r for r in out if not only or any(o in r[0] for o in only)]
 
 
 def main() -> None:
@@ -136,9 +143,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
                         help="torch thread counts to time (default: 1 and all cores)")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of repeats per cell")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="time only rows whose name contains one of these")
+    parser.add_argument("--name", default="vocoders", help="result name under bench/results/")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    models = rows()
+    models = rows(args.only)
     results = []
     header = f"{'vocoder':38s} {'spec':>13s} {'params':>7s} {'thr':>3s} " + " ".join(
         f"{'xRT b' + str(b):>9s}" for b in args.batches)
@@ -160,7 +170,7 @@ def main() -> None:
             label = f"{spec.sample_rate // 1000}k/{spec.n_mels}/{spec.hop_length}"
             cells = " ".join(f"{row[f'xrt_b{b}']:>9.2f}" for b in args.batches)
             print(f"{name:38s} {label:>13s} {params / 1e6:>6.2f}M {threads:>3d} {cells}", flush=True)
-    path = write_result("vocoders", {
+    path = write_result(args.name, {
         "seconds_of_audio": args.seconds, "batches": args.batches, "threads": args.threads,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

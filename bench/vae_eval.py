@@ -216,6 +216,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figure", default=None, help="PNG of held-out log-mels beside the model's")
+    ap.add_argument("--name", default=None, help="result name under bench/results/ (default: "
+                    "<kind>_eval)")
     ap.add_argument("--tolerance", type=float, default=0.05,
                     help="interpolation: largest step back, as a fraction of the endpoints' gap")
     args = ap.parse_args()
@@ -260,7 +262,7 @@ def main() -> None:
         v = results["vq"]
         print(f"codebook usage {v['codebook_usage']:.2f} (perplexity {v['codebook_perplexity']:.1f}); "
               f"prior samples median {v['prior_cents_median']:.1f} cents")
-    print(f"wrote {write_result(f'{model.kind}_eval', payload)}")
+    print(f"wrote {write_result(args.name or f'{model.kind}_eval', payload)}")
     if args.figure:
         figure(model, corpus, sets["held-out notes"][0][:5], args.figure)
         print(f"wrote {args.figure}")

@@ -69,16 +69,24 @@ def generator_entries() -> list[Any]:
     return out
 
 
-def vocoder_names() -> list[str]:
+def vocoder_names(spec: Any = None) -> list[str]:
+    """Catalog vocoders; with `spec` (a FeatureSpec) only those made for that spec (any other
+    would refuse the generator's mels)."""
     from synth.catalog import list_models
+    from synth.features import FeatureSpec
     from synth.registry import family
 
     names = []
     for entry in list_models():
         try:
-            if not entry.error and family(entry.kind) == "vocoder":
-                names.append(entry.name)
-        except SynthStudioError:
+            if entry.error or family(entry.kind) != "vocoder":
+                continue
+            if spec is not None:
+                theirs = (entry.meta or {}).get("config", {}).get("feature_spec")
+                if theirs is None or FeatureSpec.from_dict(theirs).hash != spec.hash:
+                    continue
+            names.append(entry.name)
+        except (SynthStudioError, TypeError, ValueError):
             continue
     return names
 
@@ -120,12 +128,12 @@ def load_atlas_or_none(name: str) -> tuple[Any, str | None]:
 
 def vocoder_choices(model: Generator) -> list[str]:
     """Vocoders a mel-domain generator can use: its configured one first, Griffin-Lim, then every
-    catalog vocoder; [] for generators that make audio directly."""
+    catalog vocoder made for its FeatureSpec; [] for generators that make audio directly."""
     own = getattr(model.config, "vocoder", None)
     if not own:
         return []
     out = [own]
-    for name in ["griffinlim", *vocoder_names()]:
+    for name in ["griffinlim", *vocoder_names(getattr(model.config, "feature_spec", None))]:
         if name not in out:
             out.append(name)
     return out

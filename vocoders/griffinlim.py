@@ -31,6 +31,13 @@ from synth.features import FeatureSpec, mel_filterbank
 from vocoders.base import Vocoder
 
 
+def seeded_angles(shape: torch.Size, seed: int, device: torch.device) -> torch.Tensor:
+    """(bins, F) uniform random unit-modulus phases from `seed` (one draw, whatever the batch)."""
+    gen = torch.Generator().manual_seed(seed)
+    phase = 2.0 * math.pi * torch.rand(shape, generator=gen)
+    return torch.polar(torch.ones_like(phase), phase).to(device)
+
+
 def fast_griffin_lim(magnitude: torch.Tensor, angles: torch.Tensor, spec: FeatureSpec,
                      window: torch.Tensor, n_iter: int, momentum: float) -> torch.Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013, librosa's form) from given initial phases.
@@ -111,9 +118,7 @@ class GriffinLim(Vocoder):
         """(bins, F) unit-modulus complex phases, the same for every batch item."""
         if self.config.init == "zeros":
             return torch.ones(shape, dtype=torch.complex64, device=like.device)
-        gen = torch.Generator().manual_seed(self.config.seed)
-        phase = 2.0 * math.pi * torch.rand(shape, generator=gen)
-        return torch.polar(torch.ones_like(phase), phase).to(like.device)
+        return seeded_angles(shape, self.config.seed, like.device)
 
     def griffin_lim(self, magnitude: torch.Tensor) -> torch.Tensor:
         """(B, bins, F) linear magnitude -> (B, F * hop) audio."""

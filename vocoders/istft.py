@@ -30,8 +30,8 @@ from torch import nn
 from synth.errors import AudioError, ConfigError
 from synth.features import FeatureSpec, LogMel
 from vocoders.base import Vocoder
-from vocoders.griffinlim import fast_griffin_lim
 from vocoders.discriminators import MPD_CHANNELS, MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from vocoders.griffinlim import GriffinLim, GriffinLimConfig, fast_griffin_lim, seeded_angles
 from vocoders.hifigan import example_audio, gan_optimizers, gan_training_step
 
 
@@ -106,8 +106,6 @@ class ISTFTGenerator(nn.Module):
                 nn.init.zeros_(m.bias)
         self.inversion = None
         if c.mel_prior:  # residual over the mel inversion: a zero head reproduces it
-            from vocoders.griffinlim import GriffinLim, GriffinLimConfig
-
             self.inversion = GriffinLim(GriffinLimConfig(feature_spec=spec))
             self.log_floor = math.log(c.magnitude_floor)
             with torch.no_grad():
@@ -149,17 +147,12 @@ class ISTFTGenerator(nn.Module):
         length = mel.shape[-1] * self.hop
         if self.phase == "griffinlim":
             mag = self.log_magnitude(mel).exp()
-            return fast_griffin_lim(mag, self.initial_angles(mag), self.spec, self.window.to(mag.dtype),
+            angles = seeded_angles(mag.shape[-2:], self.gl_seed, mag.device)
+            return fast_griffin_lim(mag, angles, self.spec, self.window.to(mag.dtype),
                                     self.gl_iters, self.gl_momentum)
         spec = self.spectrum(mel)
         return torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.window.to(spec.real.dtype),
                            center=True, length=length)
-
-    def initial_angles(self, magnitude: torch.Tensor) -> torch.Tensor:
-        """(bins, F) seeded uniform random unit phases, one draw for every batch item."""
-        gen = torch.Generator().manual_seed(self.gl_seed)
-        phase = 2.0 * math.pi * torch.rand(magnitude.shape[-2:], generator=gen)
-        return torch.polar(torch.ones_like(phase), phase).to(magnitude.device)
 
     def receptive_field(self) -> tuple[int, int]:
         """Frames (left, right) of the mel that reach output block c (samples c*hop..(c+1)*hop-1).

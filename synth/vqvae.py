@@ -68,10 +68,11 @@ class VQVAEConfig:
     prior_top_k: int = 0
     harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
     morph_weight: float = 0.0  # centroid-order hinge on quantised interpolations (synth/morph.py)
+    morph_linear_weight: float = 0.0  # log-mel linearity along quantised interpolations (synth/morph.py)
 
     def __post_init__(self) -> None:
-        if self.morph_weight < 0:
-            raise ConfigError(f"vqvae: morph_weight must be >= 0, got {self.morph_weight}")
+        if self.morph_weight < 0 or self.morph_linear_weight < 0:
+            raise ConfigError("vqvae: morph_weight and morph_linear_weight must be >= 0")
         if self.codebook_size < 2 or self.latent_dim < 1 or not self.channels:
             raise ConfigError("vqvae: codebook_size >= 2, latent_dim >= 1 and channels are required")
         if not 0.0 < self.ema_decay < 1.0:
@@ -347,7 +348,8 @@ class VQVAEGenerator(MelGenerator):
         self.cond_mlp = nn.Sequential(nn.Linear(c.pitch_dim + c.velocity_dim, c.cond_hidden),
                                       nn.LeakyReLU(0.2))
         self.decoder = UpStack(self.decoder_channels, tuple(c.channels), c.kernel_size, c.cond_hidden)
-        self.morph_centroid = MelCentroid(config.feature_spec) if c.morph_weight > 0 else None
+        self.morph_centroid = (MelCentroid(config.feature_spec)
+                               if c.morph_weight > 0 or c.morph_linear_weight > 0 else None)
         self.prior = CodePrior(c.codebook_size, self.code_frames, c.prior_dim, c.prior_layers,
                                c.prior_heads, c.prior_ff, c.prior_dropout)
         self._codes_cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -490,7 +492,7 @@ class VQVAEGenerator(MelGenerator):
 
     def loss_weights(self) -> dict[str, float]:
         return {"vq/commit": self.config.commitment, "morph/order": self.config.morph_weight,
-                "morph/anchor": self.config.morph_weight}
+                "morph/anchor": self.config.morph_weight, "morph/linear": self.config.morph_linear_weight}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "main") -> dict[str, torch.Tensor]:
         """"main": {"recon/l1", "vq/commit", "log/vq/perplexity", "log/vq/usage"} (the codebook
@@ -510,7 +512,7 @@ class VQVAEGenerator(MelGenerator):
                 out.update(morph_losses(
                     lambda z, p, v: self.decode_normalized(self.codebook(z, update=False).quantized, p, v),
                     self.denormalize, self.morph_centroid, pre, pred, batch["pitch"], batch["velocity"],
-                    ceiling=mel.max().detach(), target=mel))
+                    ceiling=mel.max().detach(), target=mel, linear=self.config.morph_linear_weight > 0))
             return out
         if phase != "prior":
             raise ConfigError(f"vqvae has phases {self.phases()}, not {phase!r}")

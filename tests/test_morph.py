@@ -105,7 +105,7 @@ def test_bins_above_the_ceiling_cannot_steer_the_centroid():
 
 
 @pytest.mark.parametrize("kind,overrides", [("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1}),
-                                            ("vqvae", {"morph_weight": 1.0})])
+                                            ("vqvae", {"morph_weight": 1.0, "morph_linear_weight": 0.1})])
 def test_mel_generators_train_with_the_morph_terms(kind, overrides):
     torch.manual_seed(0)
     model = build(kind, {**vars(get_class(kind).debug_config()), **overrides})
@@ -118,8 +118,9 @@ def test_mel_generators_train_with_the_morph_terms(kind, overrides):
     losses = model.training_step(batch)
     assert "morph/order" in losses and torch.isfinite(losses["morph/order"])
     assert "morph/anchor" in losses and torch.isfinite(losses["morph/anchor"])
+    assert "morph/linear" in losses and torch.isfinite(losses["morph/linear"])
     weights = model.loss_weights()
-    assert weights["morph/order"] == 1.0
+    assert weights["morph/order"] == 1.0 and weights["morph/linear"] == 0.1
     total = sum(v * weights.get(k, 1.0) for k, v in losses.items() if not k.startswith("log/"))
     total.backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

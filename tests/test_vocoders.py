@@ -25,7 +25,7 @@ from synth.train import TrainConfig, Trainer, named_collate, seed_everything
 from vocoders.chunked import measure_receptive_field, vocode_chunked
 from vocoders.discriminators import (MultiPeriodDiscriminator, MultiResolutionDiscriminator,
                                      MultiScaleDiscriminator)
-from vocoders.griffinlim import GriffinLim, GriffinLimConfig
+from vocoders.griffinlim import GriffinLim, GriffinLimConfig, fast_griffin_lim, pghi_angles, seeded_angles
 from vocoders.hifigan import HiFiGAN, HiFiGANConfig
 from vocoders.istft import ISTFTConfig, ISTFTVocoder
 from vocoders.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
@@ -180,6 +180,51 @@ def test_griffin_lim_converges_like_librosa(power):
             htk=False, norm="slaney", length=len(y))
         ours_sc, ref_sc = convergence(ours[: len(y)], target), convergence(ref, target)
         assert ours_sc < 1.25 * ref_sc, f"{name}: ours {ours_sc:.4f} vs librosa {ref_sc:.4f}"
+
+
+def test_pghi_phases_are_consistent_and_start_griffin_lim_closer():
+    """Phase-gradient integration from the exact magnitude, at the bundled models' spec (16 kHz,
+    1024 / 256). Spectral convergence of the re-analysed magnitude, measured: PGHI alone 0.22 /
+    0.15 / 0.41 / 0.25 (harmonic / chirp / clicks / noise) against 0.62-0.65 for random phases;
+    after 16 fast Griffin-Lim iterations 0.07 / 0.06 / 0.09 / 0.12 against 0.16 / 0.15 / 0.14 /
+    0.15. Held to 0.7x and 0.85x of the random start."""
+    spec = FeatureSpec()
+    window = torch.hann_window(spec.n_fft)
+    stft = dict(n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.n_fft, window=window,
+                center=True)
+    signals = _test_signals(spec.sample_rate, seconds=1.0)
+    signals["clicks"] = np.where(np.arange(spec.sample_rate) % 4000 == 1000, 1.0, 0.0)
+    for name, y in signals.items():
+        audio = torch.as_tensor(y, dtype=torch.float32)[None]
+        mag = torch.stft(audio, **stft, pad_mode="reflect", return_complex=True).abs()
+
+        def convergence(out: torch.Tensor) -> float:
+            again = torch.stft(out, **stft, pad_mode="reflect", return_complex=True).abs()
+            again = again[..., :mag.shape[-1]]
+            return float((again - mag).norm() / mag.norm())
+
+        pghi, rand = pghi_angles(mag, spec), seeded_angles(mag.shape[-2:], 0, mag.device)
+        assert torch.allclose(pghi.abs(), torch.ones(()), atol=1e-5) and pghi.shape == mag.shape
+        alone = [convergence(torch.istft(mag * a, **stft, length=audio.shape[-1])) for a in (pghi, rand)]
+        assert alone[0] < 0.7 * alone[1], f"{name}: PGHI {alone[0]:.3f} vs random {alone[1]:.3f}"
+        gl = [convergence(fast_griffin_lim(mag, a, spec, window, 16, 0.99)) for a in (pghi, rand)]
+        assert gl[0] < 0.85 * gl[1], f"{name}: from PGHI {gl[0]:.3f} vs random {gl[1]:.3f}"
+
+
+def test_griffin_lim_and_istft_start_from_pghi_when_asked(gen):
+    spec = ISTFTVocoder.debug_config().feature_spec
+    gl = GriffinLim(GriffinLimConfig(feature_spec=spec, n_iter=4, init="pghi"))
+    mel = _mel(gl, 12, gen, batch=3)
+    torch.testing.assert_close(gl(mel[1:2]), gl(mel)[1:2], rtol=1e-5, atol=1e-6)  # per item
+    model = _gl_istft(gl_init="pghi").eval()
+    with torch.no_grad():
+        mag = model.generator.log_magnitude(mel).exp()
+        expected = fast_griffin_lim(mag, pghi_angles(mag, spec), spec, model.generator.window, 8, 0.99)
+        assert torch.equal(model(mel), expected)
+    with pytest.raises(ConfigError, match="init"):
+        GriffinLim(GriffinLimConfig(feature_spec=spec, init="heap"))
+    with pytest.raises(ConfigError, match="gl_init"):
+        _gl_istft(gl_init="heap")
 
 
 def test_griffin_lim_is_batch_invariant_and_not_trainable(gen, tmp_path):

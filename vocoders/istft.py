@@ -31,7 +31,7 @@ from synth.errors import AudioError, ConfigError
 from synth.features import FeatureSpec, LogMel
 from vocoders.base import Vocoder
 from vocoders.discriminators import MPD_CHANNELS, MultiPeriodDiscriminator, MultiResolutionDiscriminator
-from vocoders.griffinlim import GriffinLim, GriffinLimConfig, fast_griffin_lim, seeded_angles
+from vocoders.griffinlim import INITS, GriffinLim, GriffinLimConfig, fast_griffin_lim, initial_angles
 from vocoders.hifigan import example_audio, gan_optimizers, gan_training_step
 
 
@@ -56,6 +56,7 @@ class ISTFTConfig:
     gl_iters: int = 32
     gl_momentum: float = 0.99
     gl_seed: int = 0
+    gl_init: str = "random"  # Griffin-Lim's start: "random", "zeros" or "pghi" (vocoders/griffinlim.py)
     magnitude_floor: float = 1e-4  # "griffinlim" training: log-magnitude L1 counts above this
     # The head's log-magnitude is a residual over the mel's NNLS inversion (the Griffin-Lim
     # vocoder's `linear_magnitude`, floored at magnitude_floor): training starts from it.
@@ -99,6 +100,7 @@ class ISTFTGenerator(nn.Module):
         bins = spec.n_fft // 2 + 1
         self.head = nn.Linear(c.dim, 2 * bins if c.phase == "predict" else bins)
         self.spec, self.gl_iters, self.gl_momentum, self.gl_seed = spec, c.gl_iters, c.gl_momentum, c.gl_seed
+        self.gl_init = c.gl_init
         self.register_buffer("window", torch.hann_window(spec.n_fft), persistent=False)
         for m in self.modules():  # Vocos's init
             if isinstance(m, (nn.Conv1d, nn.Linear)):
@@ -147,7 +149,7 @@ class ISTFTGenerator(nn.Module):
         length = mel.shape[-1] * self.hop
         if self.phase == "griffinlim":
             mag = self.log_magnitude(mel).exp()
-            angles = seeded_angles(mag.shape[-2:], self.gl_seed, mag.device)
+            angles = initial_angles(self.gl_init, mag, self.spec, self.gl_seed)
             return fast_griffin_lim(mag, angles, self.spec, self.window.to(mag.dtype),
                                     self.gl_iters, self.gl_momentum)
         spec = self.spectrum(mel)
@@ -182,6 +184,8 @@ class ISTFTVocoder(Vocoder):
             raise ConfigError(f"istft needs an odd kernel_size and positive sizes, got {config}")
         if config.phase not in ("predict", "griffinlim"):
             raise ConfigError(f"istft: phase must be 'predict' or 'griffinlim', got {config.phase!r}")
+        if config.gl_init not in INITS:
+            raise ConfigError(f"istft: gl_init must be one of {INITS}, got {config.gl_init!r}")
         if config.gl_iters < 0 or not 0.0 <= config.gl_momentum < 1.0:
             raise ConfigError(f"istft: gl_iters must be >= 0 and gl_momentum in [0, 1), got "
                               f"{config.gl_iters}, {config.gl_momentum}")

@@ -8,7 +8,8 @@ Rows (4 s of audio per item; x RT = batch * 4 s / wall seconds, median of repeat
 - istft @ vocos spec: ours at Vocos-base dims on Vocos's mel-24 kHz spec (100 mels, n_fft 1024,
   hop 256), the same size as the next row;
 - istft-gm size, Griffin-Lim phases: the bundled model's architecture (dim 256 / 768, magnitude
-  head over the NNLS inversion, 32 fast Griffin-Lim iterations on its magnitude);
+  head over the NNLS inversion, 32 fast Griffin-Lim iterations on its magnitude), from random
+  phases and from phase-gradient integration (`gl_init="pghi"`, the bundled model's setting);
 - vocos package: `vocos` built from its classes at its published mel-24 kHz configuration
   (VocosBackbone(100, 512, 1536, 8) + ISTFTHead(512, 1024, 256, "same")), random weights
   (speed does not depend on them), timed on `decode(mel)`. `vocos` is a bench-only install.
@@ -130,6 +131,10 @@ def rows(only: list[str] | None = None) -> list[tuple[str, FeatureSpec, int, Cal
     model = ISTFTVocoder(ISTFTConfig(dim=256, intermediate_dim=768, phase="griffinlim",
                                      discriminators=False, mel_prior=True)).eval()
     out.append(("istft-gm size, griffin-lim phases", DEFAULT_SPEC, model.generator_parameters(), model))
+    model = ISTFTVocoder(ISTFTConfig(dim=256, intermediate_dim=768, phase="griffinlim", gl_init="pghi",
+                                     discriminators=False, mel_prior=True)).eval()
+    out.append(("istft-gm size, griffin-lim phases from pghi", DEFAULT_SPEC,
+                model.generator_parameters(), model))
     if not only or any(o in "vocos package (mel-24k, base)" for o in only):
         vocos = _vocos_package()  # a bench-only install: built only when asked for
         out.append(("vocos package (mel-24k, base)", VOCOS_SPEC, _params(vocos), vocos.decode))

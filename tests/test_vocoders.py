@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from latent.metrics.reconstruction import mrstft_distance
 from synth.errors import AudioError, ConfigError, SpecMismatchError
 from synth.features import FeatureSpec, LogMel
 from synth.registry import build
@@ -382,6 +383,48 @@ def test_griffinlim_phase_istft_learns_a_sharper_magnitude_than_mel_inversion(tm
     with torch.no_grad():
         learned = log_error(model.generator.log_magnitude(mel).exp())
     assert learned < 0.5 * nnls, (learned, nnls)
+
+
+def _tone_and_gl_model() -> tuple[ISTFTVocoder, torch.Tensor]:
+    seed_everything(0)
+    model = _gl_istft(gl_loss_weight=1.0, gl_train_iters=8, magnitude_floor=1e-3)
+    t = torch.arange(4096) / model.sample_rate
+    tone = sum(0.3 / k * torch.sin(2 * torch.pi * 330 * k * t) for k in range(1, 8))[None] * torch.exp(-2 * t)
+    return model, tone
+
+
+def _train_with(model: ISTFTVocoder, tone: torch.Tensor, path, **weights: float) -> None:
+    defaults = model.loss_weights
+    model.loss_weights = lambda: {**defaults(), **weights}
+    config = TrainConfig(steps=60, batch_size=1, lr=3e-3, out_dir=str(path), log_every=20,
+                         checkpoint_every=1000, progress=False, device="cpu", warmup_steps=5)
+    Trainer(model, TensorDataset(tone), config, named_collate("audio")).fit()
+
+
+def test_griffin_lim_loss_measures_the_vocoders_own_output_and_trains_it(tmp_path):
+    """gl_loss_weight: "gen/gl" is the evaluation's MR-STFT distance of exactly what the vocoder
+    outputs (same start phases and iterations). Its gradient alone, 60 steps on one tone, cuts
+    that distance by a fifth or more; the bin-by-bin magnitude losses alone, same steps, do not
+    lower it at all here (3.09 -> 2.29 against 3.09 -> 3.34 when written)."""
+    model, tone = _tone_and_gl_model()
+    mel = model.log_mel(tone)[..., :-1]
+
+    def distance(m: ISTFTVocoder) -> float:
+        with torch.no_grad():
+            return float(mrstft_distance(m.eval()(mel), tone).mean())
+
+    before = distance(model)
+    out = model.train().training_step({"audio": tone})
+    assert abs(float(out["gen/gl"].detach()) - before) < 1e-5
+    out["gen/gl"].backward()
+    assert model.generator.head.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    _train_with(model, tone, tmp_path / "gl", **{"gen/logmag": 0.0, "gen/sc": 0.0})
+    control, _ = _tone_and_gl_model()
+    _train_with(control, tone, tmp_path / "mag", **{"gen/gl": 0.0})
+    assert distance(model) < 0.8 * min(before, distance(control)), (distance(model), distance(control), before)
+    with pytest.raises(ConfigError, match="gl_train_iters"):
+        _gl_istft(gl_loss_weight=1.0, gl_train_iters=0)
 
 
 def test_mel_prior_starts_the_magnitude_at_the_mel_inversion(gen):

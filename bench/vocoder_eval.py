@@ -11,7 +11,10 @@ the log-mel of the original note under its own FeatureSpec and re-synthesises it
   alone: the exact linear magnitude, 32 fast Griffin-Lim iterations) and "mel inversion + true
   phase" (the NNLS magnitude from the mel with the original's phases: the mel inversion alone).
 Metrics (latent/metrics/reconstruction.py) against the original audio: multi-resolution STFT
-distance, mel L1, median f0 error in cents and voicing agreement (torchcrepe tiny).
+distance, mel L1, median f0 error in cents and voicing agreement (torchcrepe tiny). With
+--levels, every row also gets the distance split into its parts: spectral convergence and the
+log term per resolution, and the log term's share from bins at each level below the note's peak
+(`mrstft_parts`; the shares add up to the log term).
 
     python -m bench.vocoder_eval --model runs/istft-gm/model.safetensors --n 64
 """
@@ -27,16 +30,20 @@ import torch
 
 from bench.common import write_result
 from bench.ddsp_eval import neighbour, pick
-from latent.metrics.reconstruction import f0_error_cents, mel_l1, mrstft_distance, pitch_tracks
+from latent.metrics.reconstruction import f0_error_cents, mel_l1, mrstft_distance, mrstft_parts, pitch_tracks
 from synth.checkpoint import load_model
 from synth.data.corpus import Corpus
 from synth.features import LogMel
 from vocoders.griffinlim import GriffinLim, GriffinLimConfig
 
+#: --levels bands (dB below the target's peak bin, per item and resolution).
+LEVEL_BANDS = ((-80.0, -60.0), (-60.0, -40.0), (-40.0, -20.0), (-20.0, 0.0))
+
 
 @torch.no_grad()
 def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list[int],
-             batch: int = 16, bounds: GriffinLim | None = None) -> dict[str, dict[str, float]]:
+             batch: int = 16, bounds: GriffinLim | None = None, levels: bool = False
+             ) -> dict[str, dict[str, float]]:
     sr = corpus.sample_rate
     rows: dict[str, dict[str, list[float]]] = {k: {} for k in [*vocoders, "real vs real"]}
     for start in range(0, len(indices), batch):
@@ -63,6 +70,8 @@ def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list
             rows.setdefault(name, {})
             metrics = {"mrstft": mrstft_distance(out, ref), "mel_l1": mel_l1(out, ref, spec),
                        "f0_error_cents": cents, "voicing_agreement": voicing}
+            if levels:
+                metrics.update({f"mrstft {k}": v for k, v in mrstft_parts(out, ref, bands=LEVEL_BANDS).items()})
             for key, val in metrics.items():
                 rows[name].setdefault(key, []).extend(val.tolist())
     return {name: {**{k: float(np.nanmedian(v)) if k == "f0_error_cents" else float(np.nanmean(v))
@@ -97,6 +106,8 @@ def main() -> None:
     ap.add_argument("--name", default="vocoder_eval")
     ap.add_argument("--bounds", action="store_true", help="Add the two oracle rows that split "
                     "Griffin-Lim's error into phase retrieval and mel inversion.")
+    ap.add_argument("--levels", action="store_true", help="Split each row's MR-STFT distance into "
+                    "its terms and the log term by level below the note's peak.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     corpus = Corpus.open(args.corpus)
@@ -115,7 +126,7 @@ def main() -> None:
     start = time.perf_counter()
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
-    results = {name: evaluate(vocoders, corpus, idx, bounds=gl if args.bounds else None)
+    results = {name: evaluate(vocoders, corpus, idx, bounds=gl if args.bounds else None, levels=args.levels)
                for name, idx in sets.items()}
     payload = {"models": meta, "corpus_hash": corpus.hash, "results": results,
                "seconds": time.perf_counter() - start}
@@ -125,6 +136,14 @@ def main() -> None:
         for row, m in rows.items():
             print(f"| {set_name} | {row} | {m['mrstft']:.3f} | {m['mel_l1']:.3f} | "
                   f"{m['f0_error_cents']:.1f} | {m['voicing_agreement']:.2f} |")
+    if args.levels:
+        bands = [f"log {lo:g}..{hi:g} dB" for lo, hi in LEVEL_BANDS]
+        print("| set | row | spectral convergence | log term | " + " | ".join(bands) + " |")
+        print("|---|---|---|---|" + "---|" * len(bands))
+        for set_name, rows in results.items():
+            for row, m in rows.items():
+                cells = [m[f"mrstft {k}"] for k in ("sc", "log", *bands)]
+                print(f"| {set_name} | {row} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     print(f"wrote {write_result(args.name, payload)}")
 
 

@@ -4,7 +4,7 @@ matching a direct numpy computation."""
 import numpy as np
 import torch
 
-from latent.metrics.reconstruction import RESOLUTIONS, mel_l1, mrstft_distance
+from latent.metrics.reconstruction import RESOLUTIONS, mel_l1, mrstft_distance, mrstft_parts
 from synth.features import FeatureSpec
 
 SR = 16000
@@ -47,6 +47,30 @@ def test_matches_direct_numpy_computation():
         want += np.linalg.norm(t - p) / np.linalg.norm(t)
         want += np.mean(np.abs(np.log(np.maximum(t, floor)) - np.log(np.maximum(p, floor))))
     assert abs(float(mrstft_distance(y, x)) - want / len(RESOLUTIONS)) < 1e-3
+
+
+def test_parts_add_up_and_place_errors_at_their_level():
+    """mrstft_parts: sc + log is the distance, per resolution and averaged; level bands tiling the
+    80 dB range add up to the log term; hiss 50 dB under the note in its silent tail (target bins
+    at the floor) counts in the lowest band and not in the top one, a louder copy (+6 dB) in
+    every band."""
+    x = note()
+    bands = ((-80.0, -60.0), (-60.0, -40.0), (-40.0, -20.0), (-20.0, 0.0))
+    g = torch.Generator().manual_seed(0)
+    tail = torch.zeros_like(x)
+    tail[:, -int(0.4 * SR):] = 3e-3 * torch.randn(1, int(0.4 * SR), generator=g)
+    for pred, where in ((x + tail, "log -80..-60 dB"), (2.0 * x, None)):
+        parts = mrstft_parts(pred, x, bands=bands)
+        torch.testing.assert_close(parts["sc"] + parts["log"], mrstft_distance(pred, x))
+        in_bands = sum(parts[f"log {lo:g}..{hi:g} dB"] for lo, hi in bands)
+        torch.testing.assert_close(in_bands, parts["log"])
+        for n_fft, _, _ in RESOLUTIONS:
+            assert float(parts[f"{n_fft}/log"]) > 0
+        if where:
+            assert float(parts[where]) > 0.9 * float(parts["log"])
+            assert float(parts["log -20..0 dB"]) < 1e-4
+        else:
+            assert all(float(parts[f"log {lo:g}..{hi:g} dB"]) > 1e-3 for lo, hi in bands)
 
 
 def test_mel_l1_is_symmetric_and_zero_on_identity():

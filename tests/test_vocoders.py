@@ -427,6 +427,27 @@ def test_griffin_lim_loss_measures_the_vocoders_own_output_and_trains_it(tmp_pat
         _gl_istft(gl_loss_weight=1.0, gl_train_iters=0)
 
 
+def test_magnitude_range_ignores_bins_below_it(monkeypatch):
+    """magnitude_range_db: the log-magnitude L1 counts nothing further below the crop's peak bin.
+    A prediction equal to the tone's magnitude above 40 dB under its peak and wrong (but lower
+    still) below scores 0 with a 40 dB range, and more without one."""
+    spec = _gl_istft().feature_spec
+    t = torch.arange(4096) / spec.sample_rate
+    tone = (0.5 * torch.sin(2 * torch.pi * 440 * t) * torch.exp(-8 * t))[None]
+    true = torch.stft(tone, spec.n_fft, spec.hop_length, spec.n_fft, window=torch.hann_window(spec.n_fft),
+                      center=True, pad_mode="reflect", return_complex=True)[..., :-1].abs()
+    floor = true.amax() * 10 ** (-40 / 20)
+    wrong = torch.where(true > floor, true, floor * 0.01)  # 40 dB too quiet down there
+    losses = {}
+    for range_db in (40.0, None):
+        model = _gl_istft(magnitude_range_db=range_db, magnitude_floor=1e-6)
+        monkeypatch.setattr(model.generator, "log_magnitude", lambda mel: wrong.log())
+        losses[range_db] = float(model.training_step({"audio": tone})["gen/logmag"])
+    assert losses[40.0] == 0.0 and losses[None] > 0.5, losses
+    with pytest.raises(ConfigError, match="magnitude_range_db"):
+        _gl_istft(magnitude_range_db=0.0)
+
+
 def test_mel_prior_starts_the_magnitude_at_the_mel_inversion(gen):
     """With mel_prior the head is a residual over the Griffin-Lim vocoder's NNLS inversion, and
     a fresh model reproduces that inversion exactly (floored), so training starts from it."""

@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run` headless + Debian chromium through Playwright.
 
-Moves the pad's x slider with the keyboard (committed on release, as a user would), clicks
-render, and checks that a new <audio> element and the spectrogram image appear; saves a
+Moves the pad's x slider with the keyboard (committed on release, as a user would), waits for
+the moved point's new sound, clicks render (the same seeded point: the same sound), and checks
+the <audio> element and the spectrogram image; saves a
 screenshot (to docs/img/app.png, shown in the README and docs/APP.md, when
 SYNTHSTUDIO_UPDATE_SCREENSHOT=1; otherwise to a temporary folder).
 """
@@ -86,13 +87,20 @@ def test_browser_moves_pad_renders_and_shows_sound(server, tmp_path):
             # renders, which overran the wait below on a loaded machine (CI, stop 16).
             thumb.press("End")
             expect(thumb).to_have_value("1", timeout=30_000)
-
-            page.get_by_role("button", name="render", exact=True).click()
-            expect(page.locator("audio")).to_have_count(1, timeout=60_000)
+            # A moved point renders on its own: the player gets the new sound.
             page.wait_for_function(
                 "before => { const a = document.querySelector('audio');"
                 " return a && a.getAttribute('src') && a.getAttribute('src') !== before; }",
                 arg=src_before, timeout=120_000)
+            src_moved = audio.first.get_attribute("src")
+            # "render" renders the same point again: seeded, so the same sound (same media file).
+            # (Clicked only after the move's render: a click within ~0.1 s of the key press, as
+            # the test once did, raced the slider's commit on a loaded machine.)
+            page.get_by_role("button", name="render", exact=True).click()
+            expect(page.locator("audio")).to_have_count(1, timeout=60_000)
+            page.wait_for_timeout(3_000)
+            expect(page.locator("audio")).to_have_count(1, timeout=60_000)
+            assert audio.first.get_attribute("src") == src_moved
             expect(page.get_by_text("render latency")).to_be_visible()
             spectrogram = page.locator("img:visible").nth(-1)  # the sound's picture (the latent map sits collapsed below)
             expect(spectrogram).to_be_visible(timeout=30_000)

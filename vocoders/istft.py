@@ -255,7 +255,9 @@ class ISTFTVocoder(Vocoder):
     def magnitude_step(self, batch: dict[str, torch.Tensor], phase: str) -> dict[str, torch.Tensor]:
         """phase="griffinlim" training: the predicted log-magnitude against the audio's STFT
         (the spec's n_fft, hop and window). "gen/logmag": L1 of natural logs, both floored at
-        `magnitude_floor` (and at `magnitude_range_db` below the crop's peak bin); "gen/sc": spectral convergence ||S - S'||_F / ||S||_F over the batch."""
+        `magnitude_floor` (and at `magnitude_range_db` below the crop's peak bin); "gen/sc":
+        spectral convergence ||S - S'||_F / ||S||_F over the batch; with `gl_loss_weight`,
+        "gen/gl" (`griffin_lim_distance`)."""
         if phase != "gen":
             raise ConfigError(f"istft: phase='griffinlim' trains one phase, 'gen', not {phase!r}")
         audio = batch["audio"]

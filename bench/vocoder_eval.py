@@ -10,6 +10,11 @@ the log-mel of the original note under its own FeatureSpec and re-synthesises it
   original's STFT, so they are bounds, not vocoders): "true magnitude + GL" (the phase retrieval
   alone: the exact linear magnitude, 32 fast Griffin-Lim iterations) and "mel inversion + true
   phase" (the NNLS magnitude from the mel with the original's phases: the mel inversion alone).
+- with --magnitude-bounds, rows that ask how good a magnitude the mel allows (oracles too):
+  "harmonic inversion + true phase" and "+ GL (PGHI, 32 it)" (`harmonic_magnitude`: partials
+  at multiples of the note's manifest pitch, refined +-40 cents, fitted to the mel), "<model>
+  magnitude + true phase" for every magnitude-only (phase="griffinlim") iSTFT model, and "true
+  magnitude + GL (PGHI, 128 it)" (phase retrieval at its best).
 Metrics (latent/metrics/reconstruction.py) against the original audio: multi-resolution STFT
 distance, mel L1, median f0 error in cents and voicing agreement (torchcrepe tiny). With
 --levels, every row also gets the distance split into its parts: spectral convergence and the
@@ -34,7 +39,7 @@ from latent.metrics.reconstruction import f0_error_cents, mel_l1, mrstft_distanc
 from synth.checkpoint import load_model
 from synth.data.corpus import Corpus
 from synth.features import LogMel
-from vocoders.griffinlim import GriffinLim, GriffinLimConfig
+from vocoders.griffinlim import GriffinLim, GriffinLimConfig, fast_griffin_lim, harmonic_magnitude, pghi_angles
 
 #: --levels bands (dB below the target's peak bin, per item and resolution).
 LEVEL_BANDS = ((-80.0, -60.0), (-60.0, -40.0), (-40.0, -20.0), (-20.0, 0.0))
@@ -42,8 +47,8 @@ LEVEL_BANDS = ((-80.0, -60.0), (-60.0, -40.0), (-40.0, -20.0), (-20.0, 0.0))
 
 @torch.no_grad()
 def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list[int],
-             batch: int = 16, bounds: GriffinLim | None = None, levels: bool = False
-             ) -> dict[str, dict[str, float]]:
+             batch: int = 16, bounds: GriffinLim | None = None, levels: bool = False,
+             magnitude_bounds: bool = False) -> dict[str, dict[str, float]]:
     sr = corpus.sample_rate
     rows: dict[str, dict[str, list[float]]] = {k: {} for k in [*vocoders, "real vs real"]}
     for start in range(0, len(indices), batch):
@@ -59,6 +64,9 @@ def evaluate(vocoders: dict[str, torch.nn.Module], corpus: Corpus, indices: list
             outs[name] = voc(LogMel(spec)(audio[:, :n]), spec)
         if bounds is not None:
             outs.update(oracle_rows(bounds, audio))
+        if magnitude_bounds:
+            pitches = [float(corpus.notes[i]["pitch"]) for i in idx]
+            outs.update(magnitude_rows(vocoders, audio, pitches))
         n = min(o.shape[-1] for o in outs.values())
         ref = audio[:, :n]
         ref_track = pitch_tracks(ref, sr)
@@ -96,6 +104,33 @@ def oracle_rows(gl: GriffinLim, audio: torch.Tensor) -> dict[str, torch.Tensor]:
             BOUND_ROWS[1]: torch.istft(nnls * torch.exp(1j * true.angle()), **stft, length=n)}
 
 
+def magnitude_rows(vocoders: dict[str, torch.nn.Module], audio: torch.Tensor,
+                   pitches: list[float]) -> dict[str, torch.Tensor]:
+    """The --magnitude-bounds rows for (B, T) audio of notes at MIDI `pitches` (module docstring)."""
+    gl = vocoders["griffinlim (32 it)"]
+    spec = gl.feature_spec
+    n = audio.shape[-1] // spec.hop_length * spec.hop_length
+    x, frames = audio[:, :n], n // spec.hop_length
+    stft = dict(n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.n_fft,
+                window=gl.window, center=True)
+    true = torch.stft(x, **stft, pad_mode="reflect", return_complex=True)[..., :frames]
+    phase = torch.exp(1j * true.angle())
+    mel = LogMel(spec)(x)[..., :frames]
+    harmonic = torch.stack([harmonic_magnitude(m, 440.0 * 2.0 ** ((p - 69.0) / 12.0), spec)
+                            for m, p in zip(mel, pitches)])
+    rows = {"harmonic inversion + true phase": torch.istft(harmonic * phase, **stft, length=n),
+            "harmonic inversion + GL (PGHI, 32 it)": fast_griffin_lim(
+                harmonic, pghi_angles(harmonic, spec), spec, gl.window, 32, gl.config.momentum)}
+    for name, voc in vocoders.items():
+        if getattr(voc.config, "phase", None) == "griffinlim" and voc.feature_spec == spec:
+            mag = voc.generator.log_magnitude(mel).exp()
+            rows[f"{name} magnitude + true phase"] = torch.istft(mag * phase, **stft, length=n)
+    mag = true.abs()
+    rows["true magnitude + GL (PGHI, 128 it)"] = fast_griffin_lim(
+        mag, pghi_angles(mag, spec), spec, gl.window, 128, gl.config.momentum)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=[], help="Vocoder checkpoint (repeatable).")
@@ -108,6 +143,9 @@ def main() -> None:
                     "Griffin-Lim's error into phase retrieval and mel inversion.")
     ap.add_argument("--levels", action="store_true", help="Split each row's MR-STFT distance into "
                     "its terms and the log term by level below the note's peak.")
+    ap.add_argument("--magnitude-bounds", action="store_true", help="Add oracle rows for the "
+                    "magnitude the mel allows (harmonic inversion at the true pitch, each "
+                    "magnitude model with true phases) and for Griffin-Lim at its best.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     corpus = Corpus.open(args.corpus)
@@ -126,7 +164,8 @@ def main() -> None:
     start = time.perf_counter()
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
-    results = {name: evaluate(vocoders, corpus, idx, bounds=gl if args.bounds else None, levels=args.levels)
+    results = {name: evaluate(vocoders, corpus, idx, bounds=gl if args.bounds else None, levels=args.levels,
+                               magnitude_bounds=args.magnitude_bounds)
                for name, idx in sets.items()}
     payload = {"models": meta, "corpus_hash": corpus.hash, "results": results,
                "seconds": time.perf_counter() - start}

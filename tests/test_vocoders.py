@@ -26,7 +26,8 @@ from synth.train import TrainConfig, Trainer, named_collate, seed_everything
 from vocoders.chunked import measure_receptive_field, vocode_chunked
 from vocoders.discriminators import (MultiPeriodDiscriminator, MultiResolutionDiscriminator,
                                      MultiScaleDiscriminator)
-from vocoders.griffinlim import GriffinLim, GriffinLimConfig, fast_griffin_lim, pghi_angles, seeded_angles
+from vocoders.griffinlim import (GriffinLim, GriffinLimConfig, fast_griffin_lim, hann_peak, harmonic_magnitude,
+                                 pghi_angles, seeded_angles)
 from vocoders.hifigan import HiFiGAN, HiFiGANConfig
 from vocoders.istft import ISTFTConfig, ISTFTVocoder
 from vocoders.losses import (feature_matching_loss, lsgan_discriminator_loss, lsgan_generator_loss,
@@ -210,6 +211,43 @@ def test_pghi_phases_are_consistent_and_start_griffin_lim_closer():
         assert alone[0] < 0.7 * alone[1], f"{name}: PGHI {alone[0]:.3f} vs random {alone[1]:.3f}"
         gl = [convergence(fast_griffin_lim(mag, a, spec, window, 16, 0.99)) for a in (pghi, rand)]
         assert gl[0] < 0.85 * gl[1], f"{name}: from PGHI {gl[0]:.3f} vs random {gl[1]:.3f}"
+
+
+def test_hann_peak_is_the_windows_spectrum():
+    n = 1024
+    window = torch.hann_window(n, dtype=torch.float64)
+    t = torch.arange(n, dtype=torch.float64)
+    for offset in (0.0, 0.3, 1.0, 1.5, 2.7):
+        spectrum = torch.fft.rfft(window * torch.cos(2 * np.pi * (100 + offset) * t / n)).abs()
+        assert float(hann_peak(torch.tensor(-offset))) == pytest.approx(float(spectrum[100]) / (n / 4), abs=1e-6)
+
+
+def test_harmonic_inversion_puts_a_tones_energy_on_its_partials():
+    """A 20-harmonic tone at MIDI 45 + 17 cents (1/k amplitudes, a little noise): the harmonic
+    dictionary inversion, told MIDI 45, finds the detuning and its magnitude is closer to the
+    true one than the per-bin NNLS inversion. Measured: log-magnitude L1 (floored 80 dB under
+    the peak) 0.22 vs 0.48 (0.42 without the pitch search); held to 0.6x."""
+    spec = FeatureSpec()
+    sr, f0 = spec.sample_rate, 440.0 * 2 ** ((45 + 0.17 - 69) / 12)
+    t = torch.arange(sr, dtype=torch.float64) / sr
+    tone = sum(torch.sin(2 * np.pi * k * f0 * t + k) / k for k in range(1, 21))
+    audio = (0.2 * tone + 1e-4 * torch.randn(sr, generator=torch.Generator().manual_seed(0))).float()[None]
+    window = torch.hann_window(spec.n_fft)
+    frames = sr // spec.hop_length
+    true = torch.stft(audio, spec.n_fft, spec.hop_length, window=window, center=True, pad_mode="reflect",
+                      return_complex=True)[0, :, :frames].abs()
+    mel = LogMel(spec)(audio)[0, :, :frames]
+    floor = true.max() * 1e-4
+
+    def error(mag: torch.Tensor) -> float:
+        return float((mag.clamp_min(floor).log() - true.clamp_min(floor).log()).abs().mean())
+
+    harmonic = harmonic_magnitude(mel, 440.0 * 2 ** ((45 - 69) / 12), spec)
+    nnls = GriffinLim(GriffinLimConfig(feature_spec=spec)).linear_magnitude(mel[None])[0]
+    assert harmonic.shape == true.shape
+    assert error(harmonic) < 0.6 * error(nnls), (error(harmonic), error(nnls))
+    with pytest.raises(ConfigError, match="power 1"):
+        harmonic_magnitude(mel, 110.0, dataclasses.replace(spec, power=2.0))
 
 
 def test_griffin_lim_and_istft_start_from_pghi_when_asked(gen):

@@ -132,6 +132,67 @@ def fast_griffin_lim(magnitude: torch.Tensor, angles: torch.Tensor, spec: Featur
     return torch.istft(magnitude * angles, **stft, length=length)
 
 
+def hann_peak(offset: torch.Tensor) -> torch.Tensor:
+    """|DFT| of an n-point Hann window at `offset` bins from a sinusoid's frequency, relative to
+    its value at 0 (1 at 0, 0.5 at +-1, 0 at every other integer; cut to the 4-bin main lobe and
+    first side lobes, |offset| < 4)."""
+    d = offset.abs()
+    near_one = (d - 1.0).abs() < 1e-6
+    safe = torch.where((d < 1e-6) | near_one, torch.full_like(d, 0.5), d)
+    value = torch.sin(math.pi * safe) / (math.pi * safe * (1.0 - safe * safe))
+    value = torch.where(d < 1e-6, torch.ones_like(d), torch.where(near_one, torch.full_like(d, 0.5), value))
+    return value.abs() * (d < 4.0).to(d.dtype)
+
+
+def _nnls_fista(matrix: torch.Tensor, target: torch.Tensor, n_iter: int) -> torch.Tensor:
+    """min ||matrix @ x - target||^2 over x >= 0 by accelerated projected gradient (FISTA).
+    matrix (m, k), target (m, F) -> x (k, F)."""
+    step = 1.0 / float(torch.linalg.matrix_norm(matrix, ord=2)) ** 2
+    x = torch.zeros(matrix.shape[1], target.shape[1], dtype=target.dtype, device=target.device)
+    y, t = x, 1.0
+    for _ in range(n_iter):
+        x_new = (y - step * (matrix.T @ (matrix @ y - target))).clamp(min=0.0)
+        t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y, x, t = x_new + (t - 1.0) / t_new * (x_new - x), x_new, t_new
+    return x
+
+
+def harmonic_magnitude(mel: torch.Tensor, f0_hz: float, spec: FeatureSpec, search_cents: float = 40.0,
+                       n_iter: int = 300) -> torch.Tensor:
+    """Mel -> linear magnitude with a harmonic dictionary, given the note's pitch (an oracle for
+    bench/vocoder_eval.py's bounds, not a vocoder: it needs f0).
+
+    The magnitude is modelled as a sum of Hann-window peaks at k * f0 (every harmonic below
+    Nyquist) plus one flat atom per mel band (noise), non-negative weights per frame fitted so that
+    the filterbank reproduces the mel (`_nnls_fista`). f0 is refined first: the harmonic-only fit
+    with the least residual over `f0_hz` +- `search_cents` in 5-cent steps. Unlike the per-bin NNLS
+    inversion, which spreads each band's energy over the band, this puts it on the partials.
+
+    mel: (n_mels, F) log-mel of one magnitude mel (power 1). Returns (n_fft // 2 + 1, F).
+    """
+    if spec.power != 1.0:
+        raise ConfigError(f"harmonic_magnitude needs a magnitude mel (power 1), got {spec.describe()}")
+    basis = mel_filterbank(spec).to(mel.dtype)
+    bins = spec.n_fft // 2 + 1
+    bin_hz = spec.sample_rate / spec.n_fft
+    k = torch.arange(bins, dtype=mel.dtype)
+    target = torch.exp(mel)
+
+    def atoms(f0: float) -> torch.Tensor:
+        centres = torch.arange(1, int((spec.sample_rate / 2 - bin_hz) // f0) + 1, dtype=mel.dtype) * f0 / bin_hz
+        return hann_peak(k[:, None] - centres[None, :])                            # (bins, H)
+
+    best, best_f0 = float("inf"), f0_hz
+    for cents in torch.arange(-search_cents, search_cents + 1e-9, 5.0).tolist():
+        f0 = f0_hz * 2.0 ** (cents / 1200.0)
+        harm = basis @ atoms(f0)
+        err = float(((harm @ _nnls_fista(harm, target, 60) - target) ** 2).sum())
+        if err < best:
+            best, best_f0 = err, f0
+    dictionary = torch.cat([atoms(best_f0), (basis.T > 0).to(mel.dtype)], dim=1)  # peaks + flat bands
+    return dictionary @ _nnls_fista(basis @ dictionary, target, n_iter)
+
+
 INITS = ("random", "zeros", "pghi")
 
 

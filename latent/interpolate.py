@@ -311,11 +311,12 @@ def morph_points(model: Generator, a: torch.Tensor, b: torch.Tensor, n: int,
 @torch.no_grad()
 def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Conditions,
                    n: int = 9, mode: str = "lerp") -> list[float]:
-    """Spectral centroid (Hz, `synth.data.descriptors.describe`) of the note decoded at each of
-    `n` evenly spaced points from a to b (`morph_points`, "lerp" or "slerp"). a, b: one latent
-    each, (1, ...) in the model's latent shape ((1, D), or (1, D, F') for temporal latents);
-    cond: one note. Points are decoded one at a time (batch-size invariant)."""
-    from synth.data.descriptors import describe
+    """Spectral centroid (Hz, `synth.data.descriptors.spectral_centroid`: the whole signal, so a
+    slightly earlier or later attack does not move it) of the note decoded at each of `n` evenly
+    spaced points from a to b (`morph_points`, "lerp" or "slerp"). a, b: one latent each, (1, ...)
+    in the model's latent shape ((1, D), or (1, D, F') for temporal latents); cond: one note.
+    Points are decoded one at a time (batch-size invariant)."""
+    from synth.data.descriptors import spectral_centroid
 
     if n < 2:
         raise ConfigError(f"centroid_sweep needs n >= 2 points, got {n}")
@@ -324,8 +325,7 @@ def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Con
                           f"got {tuple(a.shape)} and {tuple(b.shape)}")
     z = morph_points(model, a, b, n, mode)
     audio = torch.cat([model.decode(z[i:i + 1], cond) for i in range(n)]).cpu().numpy()
-    pitch = None if cond.pitch is None else float(cond.pitch.reshape(-1)[0])
-    return [describe(x, model.sample_rate, pitch=pitch)["centroid_hz"] for x in audio]
+    return [spectral_centroid(x, model.sample_rate) for x in audio]
 
 
 def monotonic_within(values: Sequence[float], tolerance: float) -> bool:

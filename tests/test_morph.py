@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from synth.data.descriptors import describe
+from synth.data.descriptors import describe, spectral_centroid
 from synth.features import FeatureSpec, LogMel
 from synth.morph import MelCentroid, morph_losses
 from synth.registry import build, get_class
@@ -41,6 +41,26 @@ def test_mel_centroid_tracks_the_audio_centroid_and_keeps_its_order():
     assert np.abs(np.log(ours / ref)).max() < math.log(1.25), (ours, ref)
     # Same order as the audio descriptor (the quantity the morph check measures).
     assert (np.argsort(ours) == np.argsort(ref)).all(), (ours, ref)
+
+
+def test_whole_signal_centroid_does_not_move_with_the_onset():
+    """A plucked note (24 partials decaying faster the higher, a 5 ms noise click) delayed by 0
+    to 512 samples: `spectral_centroid` moves by 1.7 % at most (measured), `describe`'s
+    every-other-frame centroid by 42 % (328 to 499 Hz). Held to 3 %; on a steady tone both agree
+    within 0.1 %."""
+    sr = SPEC.sample_rate
+    t = np.arange(2 * sr) / sr
+    rng = np.random.default_rng(0)
+    pluck = sum(np.exp(-t * (3 + 4 * k)) * np.sin(2 * np.pi * 262 * k * t + rng.uniform(0, 6.3)) / k
+                for k in range(1, 25))
+    pluck[:80] += rng.standard_normal(80) * np.exp(-np.arange(80) / 20)
+    pluck = pluck.astype(np.float32)
+    shifted = [spectral_centroid(np.concatenate([np.zeros(s, np.float32), pluck])[:len(pluck)], sr)
+               for s in (0, 64, 128, 256, 512)]
+    assert max(shifted) < 1.03 * min(shifted), shifted
+    tone = (np.sin(2 * np.pi * 440 * t) + 0.5 * np.sin(2 * np.pi * 1320 * t)).astype(np.float32)
+    assert spectral_centroid(tone, sr) == pytest.approx(describe(tone, sr)["centroid_hz"], rel=1e-3)
+    assert spectral_centroid(tone, sr) == pytest.approx((440 + 0.25 * 1320) / 1.25, rel=0.01)
 
 
 def tilt_decoder(bump: float):

@@ -79,6 +79,11 @@ class DDSPConfig:
     #: about the learning rate per step, and a fine-tune's 3e-4 would need ~20k steps to cross
     #: the head's range from its harmonic start.
     inharmonicity_lr_scale: float = 30.0
+    #: Weight of the harmonic-distribution term (`synth.partials`): L1 between the log of the
+    #: model's and the analysed note-mean partial distribution (floor -60 dB), over the
+    #: partials below Nyquist. 0 (off): multi-scale spectral loss only, as ddsp.
+    harmonic_loss_weight: float = 0.0
+    harmonic_loss_floor: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -480,13 +485,42 @@ class DDSPGenerator(Generator):
             inharm = inharm.to(audio.device, torch.float32)
             target = torch.log10(inharm + INHARM_EPS)
             out["inharm/l1"] = (self.inharmonicity_log10(z, f0) - target).abs().mean()
-        recon = self.synthesize(f0, ld, z, n_samples=n, match_loudness=False, inharmonicity=inharm)
+        if self.config.harmonic_loss_weight > 0:
+            zf = z[:, None, :].expand(-1, n_frames, -1) if z.ndim == 2 else z
+            harm, mags = self.get_controls(f0, ld, zf, None, inharm)
+            recon = self.get_signal(harm, mags, n, inharmonicity=inharm)
+            out["harm/l1"] = self._harmonic_loss(audio, f0, harm.distribution, inharm)
+        else:
+            recon = self.synthesize(f0, ld, z, n_samples=n, match_loudness=False,
+                                    inharmonicity=inharm)
         sizes = tuple(s for s in self.config.fft_sizes if s <= n)
         out["recon/mss"] = multiscale_spectral_loss(recon, audio, fft_sizes=sizes)
         return out
 
+    def _harmonic_loss(self, audio: torch.Tensor, f0: torch.Tensor, dist: torch.Tensor,
+                       inharm: torch.Tensor | None) -> torch.Tensor:
+        """L1 of log note-mean partial distributions, model (B, F, H) vs analysed from audio.
+
+        Both means weight frames by the analysed harmonic energy; only partials below Nyquist
+        and crops with any harmonic energy count. Returns a scalar.
+        """
+        from synth.partials import note_distribution, partial_amplitudes
+
+        f0_note = f0.median(1).values
+        with torch.no_grad():
+            amps = partial_amplitudes(audio, f0_note, self.sample_rate, self.hop_length,
+                                      dist.shape[1], dist.shape[-1], inharm)
+            w = amps.pow(2).sum(-1)  # (B, F) harmonic energy per frame
+            target = note_distribution(amps, w)
+            valid = (amps.amax(1) > 0) & (w.sum(1) > 1e-8)[:, None]  # (B, H)
+        model = note_distribution(dist, w)
+        floor = self.config.harmonic_loss_floor
+        err = (torch.log(model + floor) - torch.log(target + floor)).abs()
+        return (err * valid).sum() / valid.sum().clamp_min(1)
+
     def loss_weights(self) -> dict[str, float]:
-        return {"inharm/l1": self.config.inharmonicity_weight}
+        return {"inharm/l1": self.config.inharmonicity_weight,
+                "harm/l1": self.config.harmonic_loss_weight}
 
     def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:

@@ -1,0 +1,118 @@
+"""Partial analysis (`synth.partials`) and the DDSP harmonic-distribution loss built on it."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from synth import dsp
+from synth.errors import ConfigError
+from synth.partials import note_distribution, partial_amplitudes
+from synth.registry import build
+
+SR = 16000
+HOP = 160
+
+
+def sines(freqs, amps, n=SR, sr=SR):
+    t = torch.arange(n, dtype=torch.float64) / sr
+    x = sum(a * torch.sin(2 * math.pi * f * t + 0.3 * i)
+            for i, (f, a) in enumerate(zip(freqs, amps)))
+    return x.float()[None]
+
+
+def test_reads_the_amplitude_of_each_partial():
+    # 250 Hz is exactly bin 32 of a 2048-point STFT at 16 kHz: the Hann peak reads A (2 %).
+    amps = [0.5, 0.25, 0.1, 0.05]
+    x = sines([250 * k for k in range(1, 5)], amps)
+    got = partial_amplitudes(x, torch.tensor([250.0]), SR, HOP, 100, 4)
+    steady = got[0, 20:80]  # away from the zero-padded edges
+    assert torch.allclose(steady.mean(0), torch.tensor(amps), rtol=0.02)
+    # Off-bin partials lose at most Hann's scalloping (1.42 dB = 15 %) and never read high.
+    x = sines([261.6 * k for k in range(1, 5)], amps)
+    got = partial_amplitudes(x, torch.tensor([261.6]), SR, HOP, 100, 4)[0, 20:80].mean(0)
+    ratio = got / torch.tensor(amps)
+    assert (ratio > 0.84).all() and (ratio < 1.01).all()
+
+
+def test_partials_at_or_above_nyquist_are_zero_and_silence_reads_zero():
+    x = sines([3000, 6000], [0.3, 0.3])
+    got = partial_amplitudes(x, torch.tensor([3000.0]), SR, HOP, 50, 4)
+    assert (got[0, :, 2:] == 0).all() and got[0, 25, 1] > 0.25  # 9 and 12 kHz >= 8 kHz
+    assert partial_amplitudes(torch.zeros(1, SR), torch.tensor([3000.0]), SR, HOP, 50,
+                              4).abs().max() == 0
+
+
+def test_inharmonic_partials_are_found_only_with_their_coefficient():
+    f0, b = 110.0, 4e-4  # a stiff string: partial 20 sits 3.9 % (66 cents) sharp
+    ks = range(1, 21)
+    freqs = [k * f0 * math.sqrt(1 + b * k * k) for k in ks]
+    x = sines(freqs, [0.05] * 20)
+    with_b = partial_amplitudes(x, torch.tensor([f0]), SR, HOP, 100, 20,
+                                inharmonicity=torch.tensor([b]))[0, 20:80].mean(0)
+    without = partial_amplitudes(x, torch.tensor([f0]), SR, HOP, 100, 20)[0, 20:80].mean(0)
+    assert (with_b > 0.042).all()
+    # On the harmonic grid, partials 11-16 sit 3-7 bins sharp of k f0 and are missed (from
+    # partial 17 the grid starts catching the next partial down instead).
+    assert (without[10:16] < 0.01).all()
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ConfigError, match="partial_amplitudes"):
+        partial_amplitudes(torch.zeros(SR), torch.tensor([100.0]), SR, HOP, 10, 4)
+    with pytest.raises(ConfigError, match="partial_amplitudes"):
+        partial_amplitudes(torch.zeros(2, SR), torch.tensor([100.0]), SR, HOP, 10, 4)
+
+
+def test_note_distribution_weights_loud_frames_and_sums_to_one():
+    a = torch.zeros(1, 3, 2)
+    a[0, 0] = torch.tensor([0.9, 0.1])    # loud frame
+    a[0, 1] = torch.tensor([0.01, 0.09])  # quiet frame, opposite balance
+    dist = note_distribution(a)           # frame 2 is silent: it must not count
+    assert torch.allclose(dist.sum(-1), torch.ones(1))
+    energy = torch.tensor([0.82, 0.0082])
+    expect = (torch.tensor([[0.9, 0.1], [0.1, 0.9]]) * energy[:, None]).sum(0) / energy.sum()
+    assert torch.allclose(dist[0], expect, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def harm_model():
+    torch.manual_seed(0)
+    m = build("ddsp", debug=True)
+    cfg = dataclasses.replace(m.config, harmonic_loss_weight=1.0)
+    return build("ddsp", cfg)
+
+
+def test_harmonic_loss_is_small_for_the_true_distribution_and_large_for_another(harm_model):
+    m = harm_model
+    sr, hop, n_h = m.sample_rate, m.hop_length, m.config.n_harmonics
+    frames = 32
+    n = frames * hop
+    f0 = torch.full((1, frames), 250.0)  # 64 bins of a 2048-point STFT at 8 kHz
+    true = torch.tensor([1.0 / k ** 1.5 for k in range(1, n_h + 1)])
+    true = true / true.sum()
+    dist = true.expand(1, frames, n_h)
+    audio = dsp.harmonic_synthesis(f0[..., None], torch.full((1, frames, 1), 0.3), dist, n, sr)
+    right = m._harmonic_loss(audio, f0, dist, None)
+    wrong = m._harmonic_loss(audio, f0, dist.flip(-1), None)
+    assert right < 0.05 and wrong > 1.0
+
+
+def test_harmonic_loss_trains_the_distribution(harm_model):
+    m = harm_model
+    batch = m.example_batch(4, torch.Generator().manual_seed(1))
+    out = m.training_step(batch)
+    assert set(out) >= {"harm/l1", "recon/mss"} and m.loss_weights()["harm/l1"] == 1.0
+    out["harm/l1"].backward()
+    grads = [p.grad for p in m.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    m.zero_grad()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    first = float(out["harm/l1"].detach())
+    for _ in range(40):
+        loss = m.training_step(batch)["harm/l1"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.7 * first

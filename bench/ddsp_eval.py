@@ -33,6 +33,7 @@ from bench.common import write_result
 from latent.metrics.reconstruction import (f0_error_cents, loudness_l1_db, mel_l1,
                                            mrstft_distance, pitch_tracks)
 from synth import dsp
+from synth.base import Conditions
 from synth.checkpoint import load_model
 from synth.data.corpus import Corpus
 from synth.features import FeatureSpec
@@ -71,7 +72,7 @@ def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True,
     frames = n // model.hop_length
     f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
     ld = model.analyze_loudness(audio)
-    z = model.encode(audio)
+    z = model.encode(audio, Conditions(pitch=pitch))
     return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0),
                             controls=controls, match_loudness=lock)
 

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from bench.ddsp_eval import pick  # noqa: E402
 from synth import dsp  # noqa: E402
+from synth.base import Conditions  # noqa: E402
 from synth.catalog import load_named  # noqa: E402
 from synth.checkpoint import load_model  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
@@ -46,7 +47,7 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor) -> dict[str, torch
     frames = n // hop
     f0 = midi_to_hz(pitch.float())[:, None].expand(-1, frames)
     ld = model.analyze_loudness(audio)
-    z = model.encode(audio)
+    z = model.encode(audio, Conditions(pitch=pitch.float()))
     zf = z[:, None, :].expand(-1, frames, -1) if z.ndim == 2 else z
     harm, mags = model.get_controls(f0, ld, zf)
     m_harm, m_noise = model.get_parts(harm, mags, n, generator=0)

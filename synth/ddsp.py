@@ -84,6 +84,13 @@ class DDSPConfig:
     #: partials below Nyquist. 0 (off): multi-scale spectral loss only, as ddsp.
     harmonic_loss_weight: float = 0.0
     harmonic_loss_floor: float = 1e-3
+    #: Partials the encoder reads besides its MFCCs (0: MFCCs only, as ddsp): each frame's log
+    #: partial distribution at the note's f0 (`synth.partials`), through a small MLP added to
+    #: the GRU's z. 30 MFCCs of a 128-band mel keep the spectral envelope but merge partials
+    #: above the 5th or so, and the per-partial pattern is what identifies an instrument
+    #: (bench/ddsp_harmonics.py). Its last layer starts at zero, so `--init` from a model
+    #: without it starts from that model's exact outputs.
+    encoder_partials: int = 0
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -125,6 +132,12 @@ class DDSPGenerator(Generator):
         self.enc_norm = nn.LayerNorm(c.n_mfcc)
         self.enc_gru = nn.GRU(c.n_mfcc, c.hidden, batch_first=True)
         self.enc_out = nn.Linear(c.hidden, c.latent_dim)
+        if c.encoder_partials:
+            self.enc_partials = nn.Sequential(nn.LayerNorm(c.encoder_partials),
+                                              nn.Linear(c.encoder_partials, c.hidden),
+                                              nn.LeakyReLU(), nn.Linear(c.hidden, c.latent_dim))
+            nn.init.zeros_(self.enc_partials[-1].weight)
+            nn.init.zeros_(self.enc_partials[-1].bias)
         self.f0_mlp = _mlp(1, c.hidden)
         self.ld_mlp = _mlp(1, c.hidden)
         self.z_mlp = _mlp(c.latent_dim, c.hidden)
@@ -168,15 +181,65 @@ class DDSPGenerator(Generator):
                       n_fft=self.config.loudness_n_fft)
         return ld[:, : self.frames(audio.shape[-1])]
 
-    def encode_frames(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, T) audio -> (B, frames, D) per-frame z (MFCC -> GRU -> dense)."""
+    def encode_frames(self, audio: torch.Tensor, f0_hz: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) audio -> (B, frames, D) per-frame z (MFCC -> GRU -> dense).
+
+        With `config.encoder_partials`, plus the partial-distribution path, which needs the
+        note's f0: `f0_hz` (B,) or (B, frames) Hz (the median of voiced frames is used), else
+        estimated with CREPE ("tiny").
+        """
         mfcc = (self.mel(audio).transpose(1, 2) @ self.dct)[:, : self.frames(audio.shape[-1])]
         hidden, _ = self.enc_gru(self.enc_norm(mfcc))
-        return self.enc_out(hidden)
+        z = self.enc_out(hidden)
+        if self.config.encoder_partials:
+            z = z + self.enc_partials(self.partial_features(audio, f0_hz)[:, : z.shape[1]])
+        return z
+
+    @torch.no_grad()
+    def partial_features(self, audio: torch.Tensor, f0_hz: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+        """(B, T) audio -> (B, frames, encoder_partials) log10 partial distribution per frame
+        (each frame's partial amplitudes over their sum, floor -60 dB; 0 above Nyquist)."""
+        from synth.partials import partial_amplitudes
+
+        note_f0 = self.note_f0(audio, f0_hz)
+        k = self.config.encoder_partials
+        amps = partial_amplitudes(audio, note_f0, self.sample_rate, self.hop_length,
+                                  self.frames(audio.shape[-1]), k)
+        dist = amps / amps.sum(-1, keepdim=True).clamp_min(1e-8)
+        return torch.log10(dist + 1e-3)
+
+    def note_f0(self, audio: torch.Tensor, f0_hz: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) one f0 per note: the median of the voiced frames of `f0_hz` ((B,) or (B, F)),
+        else of CREPE's confident frames (all frames where none is confident)."""
+        if f0_hz is not None:
+            f0_hz = f0_hz.to(audio)
+            if f0_hz.ndim == 1:
+                return f0_hz
+            voiced = f0_hz > 0
+            filled = torch.where(voiced, f0_hz, torch.full_like(f0_hz, float("nan")))
+            med = filled.nanmedian(1).values
+            return torch.where(voiced.any(1), med, torch.full_like(med, 100.0))
+        from synth.pitch import f0 as crepe_f0
+
+        track = crepe_f0(audio, self.sample_rate, hop_length=self.hop_length, model="tiny")
+        hz = track.f0_hz
+        conf = track.periodicity > 0.5
+        conf = torch.where(conf.any(1, keepdim=True), conf, torch.ones_like(conf))
+        return torch.where(conf, hz, torch.full_like(hz, float("nan"))).nanmedian(1).values
 
     def encode(self, audio: torch.Tensor, cond: Conditions | None = None) -> torch.Tensor:
-        """(B, T) -> (B, D) global z (loudness-weighted mean of active frames) or (B, D, frames)."""
-        z = self.encode_frames(audio)
+        """(B, T) -> (B, D) global z (loudness-weighted mean of active frames) or (B, D, frames).
+
+        `cond.f0_hz` or `cond.pitch`, when given, tell a model with `encoder_partials` the
+        note's f0 (else it is estimated from the audio)."""
+        f0_hz = None
+        if cond is not None and self.config.encoder_partials:
+            if cond.f0_hz is not None:
+                f0_hz = cond.f0_hz
+            elif cond.pitch is not None:
+                f0_hz = midi_to_hz(cond.pitch.float())
+        z = self.encode_frames(audio, f0_hz)
         if self.config.z_mode == "frames":
             return z.transpose(1, 2)
         return self._pool(z, self.analyze_loudness(audio))
@@ -467,7 +530,7 @@ class DDSPGenerator(Generator):
         if f0 is None:
             f0 = midi_to_hz(batch["pitch"])[:, None].expand(-1, n_frames)
         ld = self.analyze_loudness(audio)
-        z = self.encode_frames(audio)
+        z = self.encode_frames(audio, f0)
         if self.config.z_mode == "global":
             z = self._pool(z, ld)
         out = {}
@@ -479,7 +542,7 @@ class DDSPGenerator(Generator):
 
                 pitch = batch.get("pitch")
                 if pitch is None:
-                    pitch = hz_to_midi(f0.clamp_min(1.0)).median(1).values
+                    pitch = hz_to_midi(f0.clamp_min(1.0)).contiguous().median(1).values
                 inharm = estimate_inharmonicity(audio, self.sample_rate, pitch.float(),
                                                 max_partials=self.config.n_harmonics)[0]
             inharm = inharm.to(audio.device, torch.float32)
@@ -506,7 +569,8 @@ class DDSPGenerator(Generator):
         """
         from synth.partials import note_distribution, partial_amplitudes
 
-        f0_note = f0.median(1).values
+        # contiguous(): torch 2.11's median along a stride-0 (expanded) dim returns garbage.
+        f0_note = f0.contiguous().median(1).values
         with torch.no_grad():
             amps = partial_amplitudes(audio, f0_note, self.sample_rate, self.hop_length,
                                       dist.shape[1], dist.shape[-1], inharm)

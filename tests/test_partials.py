@@ -89,11 +89,13 @@ def test_harmonic_loss_is_small_for_the_true_distribution_and_large_for_another(
     sr, hop, n_h = m.sample_rate, m.hop_length, m.config.n_harmonics
     frames = 32
     n = frames * hop
-    f0 = torch.full((1, frames), 250.0)  # 64 bins of a 2048-point STFT at 8 kHz
+    # 64 bins of a 2048-point STFT at 8 kHz; expanded like training's manifest f0 (torch 2.11's
+    # median over a stride-0 dim returns garbage, which once made every target flat).
+    f0 = torch.tensor([[250.0], [250.0]]).expand(2, frames)
     true = torch.tensor([1.0 / k ** 1.5 for k in range(1, n_h + 1)])
     true = true / true.sum()
-    dist = true.expand(1, frames, n_h)
-    audio = dsp.harmonic_synthesis(f0[..., None], torch.full((1, frames, 1), 0.3), dist, n, sr)
+    dist = true.expand(2, frames, n_h)
+    audio = dsp.harmonic_synthesis(f0[..., None], torch.full((2, frames, 1), 0.3), dist, n, sr)
     right = m._harmonic_loss(audio, f0, dist, None)
     wrong = m._harmonic_loss(audio, f0, dist.flip(-1), None)
     assert right < 0.05 and wrong > 1.0
@@ -116,3 +118,33 @@ def test_harmonic_loss_trains_the_distribution(harm_model):
         loss.backward()
         opt.step()
     assert float(loss) < 0.7 * first
+
+
+def test_encoder_partials_start_from_the_model_they_extend_and_read_the_note(tmp_path):
+    from synth.base import Conditions
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    torch.manual_seed(0)
+    plain = build("ddsp", debug=True).eval()
+    save_model(plain, tmp_path / "plain.safetensors")
+    cfg = dataclasses.replace(plain.config, encoder_partials=6, harmonic_loss_weight=1.0)
+    wide = build("ddsp", cfg).eval()
+    fresh = init_weights(wide, str(tmp_path / "plain.safetensors"))
+    assert fresh and all(name.startswith("enc_partials.") for name in fresh)
+    batch = plain.example_batch(3, torch.Generator().manual_seed(2))
+    audio, pitch = batch["audio"], batch["pitch"].float()
+    cond = Conditions(pitch=pitch)
+    # The new path's last layer starts at zero: the same z as the model it was initialised from.
+    assert torch.allclose(wide.encode(audio, cond), plain.encode(audio, cond), atol=1e-6)
+    feats = wide.partial_features(audio, torch.tensor(440.0) * 2 ** ((pitch - 69) / 12))
+    assert feats.shape == (3, wide.frames(audio.shape[-1]), 6)
+    assert feats.max() <= 0 and feats.min() >= -3.0001  # log10 of a distribution, -60 dB floor
+    # Without a pitch the note's f0 is estimated (CREPE) to within a semitone of the manifest.
+    est = wide.note_f0(audio)
+    assert (12 * torch.log2(est / (440 * 2 ** ((pitch - 69) / 12)))).abs().max() < 1.0
+    # It trains: the partial path gets a gradient through the harmonic loss.
+    wide.train()
+    out = wide.training_step(batch)
+    (out["harm/l1"] + out["recon/mss"]).backward()
+    assert wide.enc_partials[-1].weight.grad.abs().sum() > 0

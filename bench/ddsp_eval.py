@@ -182,7 +182,7 @@ def main() -> None:
                   f"{fmt(m, 'voicing_agreement', '.2f')} | {fmt(m, 'loudness_l1_db', '.2f')} | "
                   f"{fmt(m, 'mrstft', '.3f')} | {fmt(m, 'mel_l1', '.3f')} | "
                   f"{fmt(m, 'family_accuracy', '.2f')} |")
-    print(f"wrote {write_result('ddsp_eval', payload)}")
+    print(f"wrote {write_result(args.name, payload)}")
 
 
 if __name__ == "__main__":

@@ -155,8 +155,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--classifier", default="classifier-gm",
                     help="note classifier for the family-accuracy column ('' to skip)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="ddsp_eval", help="bench/results/<name>.json")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
     classifier = None
     if args.classifier:

@@ -211,7 +211,8 @@ class DDSPGenerator(Generator):
 
     def note_f0(self, audio: torch.Tensor, f0_hz: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) one f0 per note: the median of the voiced frames of `f0_hz` ((B,) or (B, F)),
-        else of CREPE's confident frames (all frames where none is confident)."""
+        else of CREPE's confident frames (all frames where none is confident). (torch 2.11's
+        median along an expanded, stride-0 dim returns garbage; `torch.where` materialises it.)"""
         if f0_hz is not None:
             f0_hz = f0_hz.to(audio)
             if f0_hz.ndim == 1:
@@ -569,8 +570,7 @@ class DDSPGenerator(Generator):
         """
         from synth.partials import note_distribution, partial_amplitudes
 
-        # contiguous(): torch 2.11's median along a stride-0 (expanded) dim returns garbage.
-        f0_note = f0.contiguous().median(1).values
+        f0_note = self.note_f0(audio, f0)  # not f0.median(): see note_f0
         with torch.no_grad():
             amps = partial_amplitudes(audio, f0_note, self.sample_rate, self.hop_length,
                                       dist.shape[1], dist.shape[-1], inharm)

@@ -49,6 +49,7 @@ class VAEConfig:
     kl_warmup_steps: int = 2000
     free_bits: float = 0.25
     l2_weight: float = 0.0
+    sc_weight: float = 0.0  # spectral convergence on the linear mel (energy-weighted; see training_step)
     harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
     morph_weight: float = 0.0  # centroid-order hinge on interpolations (synth/morph.py)
     morph_linear_weight: float = 0.0  # log-mel linearity along interpolations (synth/morph.py)
@@ -59,10 +60,19 @@ class VAEConfig:
         if self.latent_dim < 1 or not self.channels or min(self.channels) < 1:
             raise ConfigError(f"vae: latent_dim and channels must be positive, got {self.latent_dim}, "
                               f"{self.channels}")
-        if self.beta < 0 or self.free_bits < 0 or self.kl_warmup_steps < 0 or self.l2_weight < 0:
-            raise ConfigError("vae: beta, free_bits, kl_warmup_steps and l2_weight must be >= 0")
+        if min(self.beta, self.free_bits, self.kl_warmup_steps, self.l2_weight, self.sc_weight) < 0:
+            raise ConfigError("vae: beta, free_bits, kl_warmup_steps, l2_weight and sc_weight must be >= 0")
         if self.mel_scale <= 0:
             raise ConfigError(f"vae: mel_scale must be positive, got {self.mel_scale}")
+
+
+def spectral_convergence(pred_mel: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+    """Mean over notes of ||exp(mel) - exp(pred_mel)||_F / ||exp(mel)||_F for (B, n_mels, F)
+    log-mels: the error weighted by energy, where the log-mel L1 weighs every bin alike. A bell's
+    one loud high partial (the music box: 16 % of its energy in two mel bands) costs the L1 little
+    but carries the note's brightness; this term makes it count."""
+    true, est = mel.exp(), pred_mel.exp()
+    return ((true - est).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-8)).mean()
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -142,7 +152,7 @@ class VAEGenerator(MelGenerator):
         return self.config.beta * (1.0 if warm == 0 else min(1.0, step / warm))
 
     def loss_weights(self) -> dict[str, float]:
-        return {"vae/kl": self.kl_weight(), "recon/l2": self.config.l2_weight,
+        return {"vae/kl": self.kl_weight(), "recon/l2": self.config.l2_weight, "recon/sc": self.config.sc_weight,
                 "morph/order": self.config.morph_weight, "morph/anchor": self.config.morph_weight,
                 "morph/linear": self.config.morph_linear_weight}
 
@@ -166,6 +176,8 @@ class VAEGenerator(MelGenerator):
                "log/vae/kl": kl.sum(1).mean().detach()}
         if self.config.l2_weight > 0:
             out["recon/l2"] = (pred - target).square().mean()
+        if self.config.sc_weight > 0:
+            out["recon/sc"] = spectral_convergence(self.denormalize(pred), mel)
         if self.morph_centroid is not None:
             out.update(morph_losses(self.decode_normalized, self.denormalize, self.morph_centroid, z,
                                     pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(), target=mel,

@@ -1,6 +1,7 @@
 """The mel VAE and the MelGenerator base: shapes, durations, vocoders, KL schedule, training."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from synth.errors import ConfigError, SpecMismatchError, SynthStudioError
 from synth.features import FeatureSpec
 from synth.registry import build
 from synth.train import TrainConfig, Trainer, named_collate
-from synth.vae import VAEGenerator, free_bits_kl, kl_per_dim
+from synth.vae import VAEGenerator, free_bits_kl, kl_per_dim, spectral_convergence
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,35 @@ def test_free_bits():
     assert float(loss.detach()) == pytest.approx(0.5 + 0.5 * (9 + 4) / 2)
     loss.backward()
     assert torch.all(mu.grad[:, 0] == 0) and torch.all(mu.grad[:, 1] != 0)
+
+
+def test_spectral_convergence_weighs_errors_by_energy():
+    mel = torch.full((1, 8, 5), -6.0)
+    mel[0, 5, 2] = 0.0  # one loud bin (a bell's partial) among quiet ones
+    assert float(spectral_convergence(mel, mel)) == pytest.approx(0.0, abs=1e-7)
+    # scale-invariant: the same notes 20 dB louder score the same
+    miss = mel.clone()
+    miss[0, 5, 2] = -6.0
+    assert float(spectral_convergence(miss + 2.3, mel + 2.3)) == pytest.approx(
+        float(spectral_convergence(miss, mel)), rel=1e-5)
+    # losing the loud bin costs nearly everything; the same log error on a quiet bin almost nothing
+    quiet = mel.clone()
+    quiet[0, 1, 1] = 0.0 - 6.0 - 6.0
+    assert float(spectral_convergence(miss, mel)) > 0.9
+    assert float(spectral_convergence(quiet, mel)) < 0.01
+    # the log-mel L1 cannot tell these two apart
+    assert float((miss - mel).abs().mean()) == pytest.approx(float((quiet - mel).abs().mean()))
+
+
+def test_sc_weight_adds_a_weighted_term_with_gradient():
+    with pytest.raises(ConfigError):
+        replace(VAEGenerator.debug_config(), sc_weight=-1.0)
+    torch.manual_seed(0)
+    m = build("vae", replace(VAEGenerator.debug_config(), sc_weight=0.5)).train()
+    losses = m.training_step(m.example_batch(2, torch.Generator().manual_seed(1)))
+    assert m.loss_weights()["recon/sc"] == 0.5 and 0.0 < float(losses["recon/sc"]) < float("inf")
+    losses["recon/sc"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
 
 
 def test_training_reduces_the_loss_on_a_fixed_batch():

@@ -9,6 +9,7 @@ checkpoint is written with the corpus hash. The same code runs under ``torchrun`
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class Recipe:
     on_key: bool = False
     #: Start from the weights of this checkpoint (same kind, same shapes): fine-tuning.
     init: str | None = None
+    #: With `init`, let parameters grow (`init_weights(widen=True)`: e.g. a wider latent).
+    init_widen: bool = False
 
 
 def crop_length(model: Any, seconds: float | None, sample_rate: int) -> float | None:
@@ -65,7 +68,7 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     seed_everything(train.seed)
     model = build(recipe.kind, recipe.model_config or None)
     if recipe.init:
-        fresh = init_weights(model, recipe.init)
+        fresh = init_weights(model, recipe.init, widen=recipe.init_widen)
         if fresh and int(os.environ.get("RANK", "0")) == 0:
             print(f"--init: {len(fresh)} tensors not in {recipe.init} start fresh: "
                   f"{', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}")
@@ -92,26 +95,73 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
     return result
 
 
-def init_weights(model: torch.nn.Module, path: str) -> list[str]:
+def init_weights(model: torch.nn.Module, path: str, widen: bool = False) -> list[str]:
     """Copy the weights (and buffers) of checkpoint `path` into `model`: the same kind and every
     tensor they share the same shape, else a ConfigError naming the first mismatch. Tensors the
     checkpoint lacks (a part the config adds, e.g. DDSP's inharmonicity head) keep their fresh
-    initialisation; their names are returned. A model sharing no tensor with it is refused."""
+    initialisation; their names are returned. A model sharing no tensor with it is refused.
+
+    With `widen`, a parameter may also be larger than the checkpoint's in any dimension (a wider
+    latent, e.g. DDSP ``latent_dim`` 16 -> 64): the checkpoint's values fill the overlap, a 2-D
+    weight's new input columns are zeroed (so new inputs start unread) and new output rows keep
+    their fresh initialisation (so the new latent components vary and get gradient); buffers of
+    another shape (latent statistics, refitted after training) start fresh. The widened model
+    must compute what the checkpoint did: its training losses on an example batch are compared
+    with the checkpoint's and a difference is refused (widening inside a GRU or a LayerNorm
+    would not preserve the function)."""
     from synth.checkpoint import load_model
 
     source = load_model(path)
     if source.kind != model.kind:
         raise ConfigError(f"--init {path} is a {source.kind} model, not {model.kind}")
     ours, theirs = model.state_dict(), source.state_dict()
+    params = {name for name, _ in model.named_parameters()}
     fresh = [name for name in ours if name not in theirs]
+    grown: dict[str, torch.Tensor] = {}
     for name, tensor in ours.items():
-        if name in theirs and theirs[name].shape != tensor.shape:
-            raise ConfigError(f"--init {path}: {name} is {tuple(theirs[name].shape)}, the model "
-                              f"needs {tuple(tensor.shape)} (use the checkpoint's --config)")
+        if name not in theirs or theirs[name].shape == tensor.shape:
+            continue
+        old = theirs[name]
+        fits = old.ndim == tensor.ndim and all(a <= b for a, b in zip(old.shape, tensor.shape))
+        if not (widen and fits):
+            raise ConfigError(f"--init {path}: {name} is {tuple(old.shape)}, the model "
+                              f"needs {tuple(tensor.shape)} (use the checkpoint's --config"
+                              f"{'' if widen or not fits else ', or --init-widen to grow it'})")
+        if name not in params:
+            fresh.append(name)
+            continue
+        new = tensor.detach().clone()
+        if new.ndim == 2:
+            new[:, old.shape[1]:] = 0.0
+        new[tuple(slice(0, n) for n in old.shape)] = old
+        grown[name] = new
     if len(fresh) == len(ours):
         raise ConfigError(f"--init {path}: the checkpoint shares no tensor with this model")
-    model.load_state_dict({k: v for k, v in theirs.items() if k in ours}, strict=False)
+    if grown and "latent_fitted" in ours and any(n.startswith("latent_") for n in fresh):
+        fresh.append("latent_fitted")  # the statistics start fresh, so "fitted" must too
+    model.load_state_dict({k: v for k, v in theirs.items() if k in ours and k not in fresh
+                           and theirs[k].shape == ours[k].shape} | grown, strict=False)
+    if grown:
+        _check_same_function(model, source, path)
     return fresh
+
+
+def _check_same_function(model: torch.nn.Module, source: torch.nn.Module, path: str) -> None:
+    """Refuse a widened model whose training losses on an example batch differ from `source`'s."""
+    def losses(m: torch.nn.Module) -> dict[str, float]:
+        was = m.training
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(0)
+            out = m.train().training_step(m.example_batch(2, torch.Generator().manual_seed(0)))
+        m.train(was)
+        return {k: float(v) for k, v in out.items() if not k.startswith("log/")}
+
+    ours, theirs = losses(model), losses(source)
+    for key, value in theirs.items():
+        if key in ours and not math.isclose(ours[key], value, rel_tol=1e-4, abs_tol=1e-6):
+            raise ConfigError(f"--init {path} --init-widen: the widened model's {key} is "
+                              f"{ours[key]:.6g} where the checkpoint's is {value:.6g}; only widths "
+                              f"whose new inputs can start unread can grow (e.g. latent_dim)")
 
 
 @torch.no_grad()

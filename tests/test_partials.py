@@ -148,3 +148,39 @@ def test_encoder_partials_start_from_the_model_they_extend_and_read_the_note(tmp
     out = wide.training_step(batch)
     (out["harm/l1"] + out["recon/mss"]).backward()
     assert wide.enc_partials[-1].weight.grad.abs().sum() > 0
+
+
+def test_init_widen_grows_the_latent_and_keeps_the_function(tmp_path):
+    from synth.base import Conditions
+    from synth.checkpoint import save_model
+    from synth.errors import ConfigError
+    from synth.recipe import init_weights
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(build("ddsp", debug=True).config, encoder_partials=6)
+    narrow = build("ddsp", cfg).eval()
+    with torch.no_grad():  # a trained-looking partial path, so its new rows matter too
+        narrow.enc_partials[-1].weight.normal_(0, 0.1)
+    path = save_model(narrow, tmp_path / "narrow.safetensors")
+    wide_cfg = dataclasses.replace(cfg, latent_dim=cfg.latent_dim + 3)
+    with pytest.raises(ConfigError, match="init-widen"):
+        init_weights(build("ddsp", wide_cfg), str(path))
+    wide = build("ddsp", wide_cfg).eval()
+    fresh = init_weights(wide, str(path), widen=True)
+    assert "latent_fitted" in fresh and not bool(wide.latent_fitted)
+    batch = narrow.example_batch(3, torch.Generator().manual_seed(2))
+    cond = Conditions(pitch=batch["pitch"].float())
+    z_narrow, z_wide = narrow.encode(batch["audio"], cond), wide.encode(batch["audio"], cond)
+    d = cfg.latent_dim
+    assert z_wide.shape[-1] == d + 3 and torch.allclose(z_wide[..., :d], z_narrow, atol=1e-6)
+    assert z_wide[..., d:].abs().max() > 1e-3  # the new components vary (and so get gradient)
+    # ...and the decoder starts by ignoring them: the same audio from either model.
+    n = batch["audio"].shape[-1]
+    f0 = torch.full((3, z_narrow.shape[1]), 220.0)
+    ld = narrow.analyze_loudness(batch["audio"])[:, : f0.shape[1]]
+    outs = [m.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0))
+            for m, z in ((narrow, z_narrow), (wide, z_wide))]
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    # A width inside the GRUs cannot start unread: refused, not silently changed.
+    with pytest.raises(ConfigError, match="widened model"):
+        init_weights(build("ddsp", dataclasses.replace(cfg, hidden=cfg.hidden + 4)), str(path), widen=True)

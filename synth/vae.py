@@ -29,6 +29,7 @@ from synth.base import Conditions
 from synth.errors import ConfigError
 from synth.features import FeatureSpec
 from synth.melgen import DownStack, FractionalEmbedding, MelGenerator, UpStack
+from synth.losses import spectral_convergence
 from synth.morph import MelCentroid, morph_losses
 
 
@@ -64,15 +65,6 @@ class VAEConfig:
             raise ConfigError("vae: beta, free_bits, kl_warmup_steps, l2_weight and sc_weight must be >= 0")
         if self.mel_scale <= 0:
             raise ConfigError(f"vae: mel_scale must be positive, got {self.mel_scale}")
-
-
-def spectral_convergence(pred_mel: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
-    """Mean over notes of ||exp(mel) - exp(pred_mel)||_F / ||exp(mel)||_F for (B, n_mels, F)
-    log-mels: the error weighted by energy, where the log-mel L1 weighs every bin alike. A bell's
-    one loud high partial (the music box: 16 % of its energy in two mel bands) costs the L1 little
-    but carries the note's brightness; this term makes it count."""
-    true, est = mel.exp(), pred_mel.exp()
-    return ((true - est).flatten(1).norm(dim=1) / true.flatten(1).norm(dim=1).clamp_min(1e-8)).mean()
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

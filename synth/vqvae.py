@@ -35,6 +35,7 @@ from synth.base import Conditions, item_seeds
 from synth.errors import ConfigError
 from synth.features import FeatureSpec
 from synth.melgen import DownStack, FractionalEmbedding, MelGenerator, UpStack
+from synth.losses import spectral_convergence
 from synth.morph import MelCentroid, morph_losses
 
 #: Family index meaning "no family given" (GM families are 0-15).
@@ -69,10 +70,13 @@ class VQVAEConfig:
     harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
     morph_weight: float = 0.0  # centroid-order hinge on quantised interpolations (synth/morph.py)
     morph_linear_weight: float = 0.0  # log-mel linearity along quantised interpolations (synth/morph.py)
+    sc_weight: float = 0.0  # spectral convergence on the linear mel (synth.losses.spectral_convergence)
 
     def __post_init__(self) -> None:
         if self.morph_weight < 0 or self.morph_linear_weight < 0:
             raise ConfigError("vqvae: morph_weight and morph_linear_weight must be >= 0")
+        if self.sc_weight < 0:
+            raise ConfigError(f"vqvae: sc_weight must be >= 0, got {self.sc_weight}")
         if self.codebook_size < 2 or self.latent_dim < 1 or not self.channels:
             raise ConfigError("vqvae: codebook_size >= 2, latent_dim >= 1 and channels are required")
         if not 0.0 < self.ema_decay < 1.0:
@@ -492,7 +496,8 @@ class VQVAEGenerator(MelGenerator):
 
     def loss_weights(self) -> dict[str, float]:
         return {"vq/commit": self.config.commitment, "morph/order": self.config.morph_weight,
-                "morph/anchor": self.config.morph_weight, "morph/linear": self.config.morph_linear_weight}
+                "morph/anchor": self.config.morph_weight, "morph/linear": self.config.morph_linear_weight,
+                "recon/sc": self.config.sc_weight}
 
     def training_step(self, batch: dict[str, torch.Tensor], phase: str = "main") -> dict[str, torch.Tensor]:
         """"main": {"recon/l1", "vq/commit", "log/vq/perplexity", "log/vq/usage"} (the codebook
@@ -507,6 +512,8 @@ class VQVAEGenerator(MelGenerator):
             self._codes_cache = (audio, q.codes.detach())
             out = {"recon/l1": (pred - self.normalize(mel)).abs().mean(), "vq/commit": q.commit,
                    "log/vq/perplexity": q.perplexity, "log/vq/usage": q.usage}
+            if self.config.sc_weight > 0:
+                out["recon/sc"] = spectral_convergence(self.denormalize(pred), mel)
             if self.morph_centroid is not None:
                 # interpolate pre-quantisation outputs, quantise (straight-through), decode
                 out.update(morph_losses(

@@ -13,7 +13,8 @@ from synth.errors import ConfigError, SpecMismatchError, SynthStudioError
 from synth.features import FeatureSpec
 from synth.registry import build
 from synth.train import TrainConfig, Trainer, named_collate
-from synth.vae import VAEGenerator, free_bits_kl, kl_per_dim, spectral_convergence
+from synth.losses import spectral_convergence
+from synth.vae import VAEGenerator, free_bits_kl, kl_per_dim
 
 
 @pytest.fixture(scope="module")
@@ -114,11 +115,15 @@ def test_spectral_convergence_weighs_errors_by_energy():
     assert float((miss - mel).abs().mean()) == pytest.approx(float((quiet - mel).abs().mean()))
 
 
-def test_sc_weight_adds_a_weighted_term_with_gradient():
+@pytest.mark.parametrize("kind", ["vae", "vqvae"])
+def test_sc_weight_adds_a_weighted_term_with_gradient(kind):
+    from synth.registry import get_class
+
+    cls = get_class(kind)
     with pytest.raises(ConfigError):
-        replace(VAEGenerator.debug_config(), sc_weight=-1.0)
+        replace(cls.debug_config(), sc_weight=-1.0)
     torch.manual_seed(0)
-    m = build("vae", replace(VAEGenerator.debug_config(), sc_weight=0.5)).train()
+    m = build(kind, replace(cls.debug_config(), sc_weight=0.5)).train()
     losses = m.training_step(m.example_batch(2, torch.Generator().manual_seed(1)))
     assert m.loss_weights()["recon/sc"] == 0.5 and 0.0 < float(losses["recon/sc"]) < float("inf")
     losses["recon/sc"].backward()

@@ -71,7 +71,10 @@ def test_choose_model_move_pad_render_and_add_to_pack(at):
     at.button(key="add_pack").click().run()
     items = at.session_state.pack
     assert len(items) == 2 and items[0].name != items[1].name
-    assert items[0].latent != items[1].latent and all(len(i.latent) == 16 for i in items)
+    from synth.catalog import load_named
+
+    dim = load_named(MODEL).latent_dim  # the pack stores the bundled model's full latent
+    assert items[0].latent != items[1].latent and all(len(i.latent) == dim for i in items)
     assert len(at.dataframe) == 1
 
     # undo walks back through the committed pad points

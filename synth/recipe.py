@@ -152,7 +152,8 @@ def _check_same_function(model: torch.nn.Module, source: torch.nn.Module, path: 
         was = m.training
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(0)
-            out = m.train().training_step(m.example_batch(2, torch.Generator().manual_seed(0)))
+            # eval mode: no state moves during the check (e.g. the VQ-VAE's EMA codebook)
+            out = m.eval().training_step(m.example_batch(2, torch.Generator().manual_seed(0)))
         m.train(was)
         return {k: float(v) for k, v in out.items() if not k.startswith("log/")}
 

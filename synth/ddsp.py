@@ -91,6 +91,12 @@ class DDSPConfig:
     #: (bench/ddsp_harmonics.py). Its last layer starts at zero, so `--init` from a model
     #: without it starts from that model's exact outputs.
     encoder_partials: int = 0
+    #: A direct path from (z, pitch) to the harmonic distribution: a small MLP whose output is
+    #: added to the decoder's distribution logits at every frame, so a note's static partial
+    #: pattern (what identifies it, docs/DDSP.md) need not pass through the decoder's GRU. Its
+    #: last layer starts at zero, so `--init` from a model without it starts from that model's
+    #: exact outputs.
+    z_distribution: bool = False
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -144,6 +150,11 @@ class DDSPGenerator(Generator):
         self.dec_gru = nn.GRU(3 * c.hidden, c.hidden, batch_first=True)
         self.out_mlp = _mlp(4 * c.hidden, c.hidden)
         self.dense = nn.Linear(c.hidden, 1 + c.n_harmonics + c.n_noise_bands)
+        if c.z_distribution:
+            self.z_dist = nn.Sequential(nn.Linear(c.latent_dim + 1, c.hidden), nn.LeakyReLU(),
+                                        nn.Linear(c.hidden, c.n_harmonics))
+            nn.init.zeros_(self.z_dist[-1].weight)
+            nn.init.zeros_(self.z_dist[-1].bias)
         self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate))
         if c.inharmonicity:
             self.inharm_head = nn.Sequential(nn.Linear(c.latent_dim + 1, 64), nn.LeakyReLU(),
@@ -289,6 +300,8 @@ class DDSPGenerator(Generator):
         h, _ = self.dec_gru(x)
         out = self.dense(self.out_mlp(torch.cat([h, x], dim=-1)))
         amp, dist, noise = out.split([1, c.n_harmonics, c.n_noise_bands], dim=-1)
+        if c.z_distribution:
+            dist = dist + self.z_dist(torch.cat([z, f0_in], dim=-1))
         dist = dist + self._tilt(controls)
         harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate,
                                      inharmonicity=inharmonicity)

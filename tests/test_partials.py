@@ -184,3 +184,34 @@ def test_init_widen_grows_the_latent_and_keeps_the_function(tmp_path):
     # A width inside the GRUs cannot start unread: refused, not silently changed.
     with pytest.raises(ConfigError, match="widened model"):
         init_weights(build("ddsp", dataclasses.replace(cfg, hidden=cfg.hidden + 4)), str(path), widen=True)
+
+
+def test_z_distribution_path_starts_unread_and_learns_a_note_pattern(tmp_path):
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    torch.manual_seed(0)
+    plain = build("ddsp", debug=True).eval()
+    path = save_model(plain, tmp_path / "plain.safetensors")
+    cfg = dataclasses.replace(plain.config, z_distribution=True, harmonic_loss_weight=1.0)
+    direct = build("ddsp", cfg).eval()
+    fresh = init_weights(direct, str(path))
+    assert fresh and all(name.startswith("z_dist.") for name in fresh)
+    # Zero last layer: the same controls as the model it was initialised from.
+    frames = 10
+    f0 = torch.full((2, frames), 220.0)
+    ld = torch.full((2, frames), -30.0)
+    z = torch.randn(2, frames, cfg.latent_dim)
+    (h0, n0), (h1, n1) = plain.get_controls(f0, ld, z), direct.get_controls(f0, ld, z)
+    assert torch.allclose(h0.distribution, h1.distribution, atol=1e-6) and torch.equal(n0, n1)
+    # The path gets gradient from the distribution loss and moves the distribution with z.
+    direct.train()
+    batch = plain.example_batch(3, torch.Generator().manual_seed(2))
+    out = direct.training_step(batch)
+    out["harm/l1"].backward()
+    assert direct.z_dist[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        direct.z_dist[-1].weight.normal_(0, 0.5)
+    d_a = direct.get_controls(f0, ld, z)[0].distribution
+    d_b = direct.get_controls(f0, ld, -z)[0].distribution
+    assert (d_a - d_b).abs().max() > 1e-3

@@ -186,7 +186,7 @@ def test_init_widen_grows_the_latent_and_keeps_the_function(tmp_path):
         init_weights(build("ddsp", dataclasses.replace(cfg, hidden=cfg.hidden + 4)), str(path), widen=True)
 
 
-def test_z_distribution_path_starts_unread_and_learns_a_note_pattern(tmp_path):
+def test_z_distribution_path_starts_unread_gets_gradient_and_follows_z(tmp_path):
     from synth.checkpoint import save_model
     from synth.recipe import init_weights
 

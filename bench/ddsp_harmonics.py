@@ -39,8 +39,13 @@ from synth.pitch import midi_to_hz  # noqa: E402
 
 
 @torch.no_grad()
-def variants(model, audio: torch.Tensor, pitch: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(B, T) notes, (B,) MIDI pitch -> {variant name: (B, T') audio} (T' = whole frames)."""
+def variants(model, audio: torch.Tensor, pitch: torch.Tensor,
+             more_partials: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+    """(B, T) notes, (B,) MIDI pitch -> {variant name: (B, T') audio} (T' = whole frames).
+
+    `more_partials`: also analysis-only resyntheses (+ the model's noise) with K partials for
+    each K given, to see what a synthesiser with more harmonics than the model's could reach.
+    """
     sr, hop = model.sample_rate, model.hop_length
     n = audio.shape[-1] // hop * hop
     audio = audio[:, :n]
@@ -72,7 +77,14 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor) -> dict[str, torch
 
     analysed = osc(a_amp, a_dist)
     mix = osc(harm.amplitude, a_dist)
-    return {
+    wider = {}
+    for k in more_partials:
+        amps_k = partial_amplitudes(audio, f0[:, 0], sr, hop, frames, k) + 1e-6
+        dist_k = dsp.normalize_harmonics(amps_k, f0[..., None], sr)
+        wider[f"analysed amplitude x analysed distribution, {k} partials + model noise"] = \
+            dsp.harmonic_synthesis(f0[..., None], amps_k.sum(-1, keepdim=True), dist_k, n, sr) \
+            + m_noise
+    return wider | {
         "original": audio,
         "model": model.reverb(m_harm + m_noise),
         "model, dry": m_harm + m_noise,
@@ -99,6 +111,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--name", default="ddsp_harmonics")
+    ap.add_argument("--more-partials", default="",
+                    help="comma-separated partial counts K for extra analysis-only variants")
     args = ap.parse_args()
     start = time.perf_counter()
     model = load_model(args.model).eval()
@@ -111,7 +125,8 @@ def main() -> None:
         audio = torch.from_numpy(corpus.waveform(part))
         pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in part])
         truth = torch.tensor([corpus.notes[i]["family_id"] for i in part])
-        for name, x in variants(model, audio, pitch).items():
+        more = tuple(int(k) for k in args.more_partials.split(",") if k)
+        for name, x in variants(model, audio, pitch, more).items():
             with torch.no_grad():
                 guess = clf.family_logits(x, corpus.sample_rate).argmax(-1)
             hits.setdefault(name, []).extend((guess == truth).tolist())

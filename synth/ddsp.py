@@ -84,6 +84,11 @@ class DDSPConfig:
     #: partials below Nyquist. 0 (off): multi-scale spectral loss only, as ddsp.
     harmonic_loss_weight: float = 0.0
     harmonic_loss_floor: float = 1e-3
+    #: Weight of a per-frame version of that term ("harm/frames"): the same log L1, frame by
+    #: frame, each frame weighted by its share of the crop's analysed harmonic amplitude. The
+    #: note-mean term leaves the distribution's course over the note free (a piano's high
+    #: partials dying first); this one supervises it too. 0: off.
+    harmonic_frame_loss_weight: float = 0.0
     #: Partials the encoder reads besides its MFCCs (0: MFCCs only, as ddsp): each frame's log
     #: partial distribution at the note's f0 (`synth.partials`), through a small MLP added to
     #: the GRU's z. 30 MFCCs of a 128-band mel keep the spectral envelope but merge partials
@@ -562,11 +567,16 @@ class DDSPGenerator(Generator):
             inharm = inharm.to(audio.device, torch.float32)
             target = torch.log10(inharm + INHARM_EPS)
             out["inharm/l1"] = (self.inharmonicity_log10(z, f0) - target).abs().mean()
-        if self.config.harmonic_loss_weight > 0:
+        if self.config.harmonic_loss_weight > 0 or self.config.harmonic_frame_loss_weight > 0:
             zf = z[:, None, :].expand(-1, n_frames, -1) if z.ndim == 2 else z
             harm, mags = self.get_controls(f0, ld, zf, None, inharm)
             recon = self.get_signal(harm, mags, n, inharmonicity=inharm)
-            out["harm/l1"] = self._harmonic_loss(audio, f0, harm.distribution, inharm)
+            note, frames = self._harmonic_loss(audio, f0, harm.distribution, inharm,
+                                               per_frame=True)
+            if self.config.harmonic_loss_weight > 0:
+                out["harm/l1"] = note
+            if self.config.harmonic_frame_loss_weight > 0:
+                out["harm/frames"] = frames
         else:
             recon = self.synthesize(f0, ld, z, n_samples=n, match_loudness=False,
                                     inharmonicity=inharm)
@@ -575,11 +585,14 @@ class DDSPGenerator(Generator):
         return out
 
     def _harmonic_loss(self, audio: torch.Tensor, f0: torch.Tensor, dist: torch.Tensor,
-                       inharm: torch.Tensor | None) -> torch.Tensor:
+                       inharm: torch.Tensor | None, per_frame: bool = False
+                       ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """L1 of log note-mean partial distributions, model (B, F, H) vs analysed from audio.
 
         Both means weight frames by the analysed harmonic energy; only partials below Nyquist
-        and crops with any harmonic energy count. Returns a scalar.
+        and crops with any harmonic energy count. Returns a scalar; with `per_frame`, also the
+        frame-by-frame L1 of the log distributions, each frame weighted by its share of the
+        crop's summed partial amplitude: (note-mean term, per-frame term).
         """
         from synth.partials import note_distribution, partial_amplitudes
 
@@ -593,11 +606,25 @@ class DDSPGenerator(Generator):
         model = note_distribution(dist, w)
         floor = self.config.harmonic_loss_floor
         err = (torch.log(model + floor) - torch.log(target + floor)).abs()
-        return (err * valid).sum() / valid.sum().clamp_min(1)
+        note = (err * valid).sum() / valid.sum().clamp_min(1)
+        if not per_frame:
+            return note
+        with torch.no_grad():
+            level = amps.sum(-1)  # (B, F)
+            frame_target = amps / level[..., None].clamp_min(1e-12)
+            share = level / level.sum(1, keepdim=True).clamp_min(1e-12)  # (B, F), sums to 1
+            below = (amps.amax(1) > 0).to(dist.dtype)[:, None, :]  # (B, 1, H)
+            weight = share[..., None] * below / below.sum(-1, keepdim=True).clamp_min(1)
+        model_frames = dist / dist.sum(-1, keepdim=True).clamp_min(1e-12)
+        err_f = (torch.log(model_frames + floor) - torch.log(frame_target + floor)).abs()
+        voiced = (level.sum(1) > 1e-8).to(dist.dtype)  # (B,)
+        frames = (err_f * weight).sum((1, 2)) * voiced
+        return note, frames.sum() / voiced.sum().clamp_min(1)
 
     def loss_weights(self) -> dict[str, float]:
         return {"inharm/l1": self.config.inharmonicity_weight,
-                "harm/l1": self.config.harmonic_loss_weight}
+                "harm/l1": self.config.harmonic_loss_weight,
+                "harm/frames": self.config.harmonic_frame_loss_weight}
 
     def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:

@@ -101,6 +101,38 @@ def test_harmonic_loss_is_small_for_the_true_distribution_and_large_for_another(
     assert right < 0.05 and wrong > 1.0
 
 
+def test_per_frame_harmonic_loss_sees_the_course_the_note_mean_misses(harm_model):
+    """A note bright in its first half and dark in its second: its own per-frame distribution
+    and its note-mean distribution held static both score near zero on the note-mean term; only
+    the per-frame term tells the static one apart."""
+    m = harm_model
+    sr, hop, n_h = m.sample_rate, m.hop_length, m.config.n_harmonics
+    frames = 320  # 2.56 s: the analysis window (2048 samples, 32 frames) blurs only the change
+    n = frames * hop
+    f0 = torch.full((1, frames), 250.0)
+    k = torch.arange(1, n_h + 1, dtype=torch.float32)
+    bright, dark = 1.0 / k, 1.0 / k ** 3
+    bright, dark = bright / bright.sum(), dark / dark.sum()
+    course = torch.where(torch.arange(frames)[:, None] < frames // 2, bright, dark)[None]
+    audio = dsp.harmonic_synthesis(f0[..., None], torch.full((1, frames, 1), 0.3), course, n, sr)
+    amps = partial_amplitudes(audio, f0[:, 0], sr, hop, frames, n_h)
+    static = note_distribution(amps)[:, None, :].expand(1, frames, n_h)  # the note's own mean
+    note_true, frames_true = m._harmonic_loss(audio, f0, course, None, per_frame=True)
+    note_static, frames_static = m._harmonic_loss(audio, f0, static, None, per_frame=True)
+    assert float(note_true) < 0.05 and float(note_static) < 0.05
+    assert float(frames_true) < 0.1 and float(frames_static) > 10 * float(frames_true)
+
+
+def test_per_frame_harmonic_loss_is_a_trained_term(harm_model):
+    cfg = dataclasses.replace(harm_model.config, harmonic_loss_weight=0.0,
+                              harmonic_frame_loss_weight=0.5)
+    m = build("ddsp", cfg)
+    out = m.training_step(m.example_batch(2, torch.Generator().manual_seed(1)))
+    assert set(out) == {"harm/frames", "recon/mss"} and m.loss_weights()["harm/frames"] == 0.5
+    out["harm/frames"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+
 def test_harmonic_loss_trains_the_distribution(harm_model):
     m = harm_model
     batch = m.example_batch(4, torch.Generator().manual_seed(1))

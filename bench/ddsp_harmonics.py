@@ -82,8 +82,7 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor,
         amps_k = partial_amplitudes(audio, f0[:, 0], sr, hop, frames, k) + 1e-6
         dist_k = dsp.normalize_harmonics(amps_k, f0[..., None], sr)
         wider[f"analysed amplitude x analysed distribution, {k} partials + model noise"] = \
-            dsp.harmonic_synthesis(f0[..., None], amps_k.sum(-1, keepdim=True), dist_k, n, sr) \
-            + m_noise
+            osc(amps_k.sum(-1, keepdim=True), dist_k) + m_noise
     return wider | {
         "original": audio,
         "model": model.reverb(m_harm + m_noise),
@@ -103,6 +102,14 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor,
     }
 
 
+def partial_counts(text: str) -> tuple[int, ...]:
+    """'60,100' -> (60, 100); argparse turns the ValueError into a one-line usage error."""
+    counts = tuple(int(k) for k in text.split(",") if k.strip())
+    if any(k < 1 for k in counts):
+        raise ValueError(text)
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="studio/models/ddsp-gm.safetensors")
@@ -111,7 +118,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--name", default="ddsp_harmonics")
-    ap.add_argument("--more-partials", default="",
+    ap.add_argument("--more-partials", default=(), type=partial_counts,
                     help="comma-separated partial counts K for extra analysis-only variants")
     args = ap.parse_args()
     start = time.perf_counter()
@@ -125,8 +132,7 @@ def main() -> None:
         audio = torch.from_numpy(corpus.waveform(part))
         pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in part])
         truth = torch.tensor([corpus.notes[i]["family_id"] for i in part])
-        more = tuple(int(k) for k in args.more_partials.split(",") if k)
-        for name, x in variants(model, audio, pitch, more).items():
+        for name, x in variants(model, audio, pitch, args.more_partials).items():
             with torch.no_grad():
                 guess = clf.family_logits(x, corpus.sample_rate).argmax(-1)
             hits.setdefault(name, []).extend((guess == truth).tolist())

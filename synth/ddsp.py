@@ -571,8 +571,7 @@ class DDSPGenerator(Generator):
             zf = z[:, None, :].expand(-1, n_frames, -1) if z.ndim == 2 else z
             harm, mags = self.get_controls(f0, ld, zf, None, inharm)
             recon = self.get_signal(harm, mags, n, inharmonicity=inharm)
-            note, frames = self._harmonic_loss(audio, f0, harm.distribution, inharm,
-                                               per_frame=True)
+            note, frames = self._harmonic_losses(audio, f0, harm.distribution, inharm)
             if self.config.harmonic_loss_weight > 0:
                 out["harm/l1"] = note
             if self.config.harmonic_frame_loss_weight > 0:
@@ -584,15 +583,13 @@ class DDSPGenerator(Generator):
         out["recon/mss"] = multiscale_spectral_loss(recon, audio, fft_sizes=sizes)
         return out
 
-    def _harmonic_loss(self, audio: torch.Tensor, f0: torch.Tensor, dist: torch.Tensor,
-                       inharm: torch.Tensor | None, per_frame: bool = False
-                       ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """L1 of log note-mean partial distributions, model (B, F, H) vs analysed from audio.
+    def _harmonic_losses(self, audio: torch.Tensor, f0: torch.Tensor, dist: torch.Tensor,
+                         inharm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-distribution L1s, model (B, F, H) vs analysed from audio: (note-mean, per-frame).
 
-        Both means weight frames by the analysed harmonic energy; only partials below Nyquist
-        and crops with any harmonic energy count. Returns a scalar; with `per_frame`, also the
-        frame-by-frame L1 of the log distributions, each frame weighted by its share of the
-        crop's summed partial amplitude: (note-mean term, per-frame term).
+        Note-mean: both means weight frames by the analysed harmonic energy. Per-frame: each
+        frame's L1, weighted by the frame's share of the crop's summed partial amplitude. Only
+        partials below Nyquist and crops with any harmonic energy count. Two scalars.
         """
         from synth.partials import note_distribution, partial_amplitudes
 
@@ -607,19 +604,16 @@ class DDSPGenerator(Generator):
         floor = self.config.harmonic_loss_floor
         err = (torch.log(model + floor) - torch.log(target + floor)).abs()
         note = (err * valid).sum() / valid.sum().clamp_min(1)
-        if not per_frame:
-            return note
         with torch.no_grad():
             level = amps.sum(-1)  # (B, F)
             frame_target = amps / level[..., None].clamp_min(1e-12)
             share = level / level.sum(1, keepdim=True).clamp_min(1e-12)  # (B, F), sums to 1
-            below = (amps.amax(1) > 0).to(dist.dtype)[:, None, :]  # (B, 1, H)
-            weight = share[..., None] * below / below.sum(-1, keepdim=True).clamp_min(1)
+            keep = valid.to(dist.dtype)[:, None, :]  # (B, 1, H)
+            weight = share[..., None] * keep / keep.sum(-1, keepdim=True).clamp_min(1)
         model_frames = dist / dist.sum(-1, keepdim=True).clamp_min(1e-12)
         err_f = (torch.log(model_frames + floor) - torch.log(frame_target + floor)).abs()
-        voiced = (level.sum(1) > 1e-8).to(dist.dtype)  # (B,)
-        frames = (err_f * weight).sum((1, 2)) * voiced
-        return note, frames.sum() / voiced.sum().clamp_min(1)
+        frames = (err_f * weight).sum() / valid.any(-1).sum().clamp_min(1)
+        return note, frames
 
     def loss_weights(self) -> dict[str, float]:
         return {"inharm/l1": self.config.inharmonicity_weight,

@@ -96,8 +96,8 @@ def test_harmonic_loss_is_small_for_the_true_distribution_and_large_for_another(
     true = true / true.sum()
     dist = true.expand(2, frames, n_h)
     audio = dsp.harmonic_synthesis(f0[..., None], torch.full((2, frames, 1), 0.3), dist, n, sr)
-    right = m._harmonic_loss(audio, f0, dist, None)
-    wrong = m._harmonic_loss(audio, f0, dist.flip(-1), None)
+    right = m._harmonic_losses(audio, f0, dist, None)[0]
+    wrong = m._harmonic_losses(audio, f0, dist.flip(-1), None)[0]
     assert right < 0.05 and wrong > 1.0
 
 
@@ -117,8 +117,8 @@ def test_per_frame_harmonic_loss_sees_the_course_the_note_mean_misses(harm_model
     audio = dsp.harmonic_synthesis(f0[..., None], torch.full((1, frames, 1), 0.3), course, n, sr)
     amps = partial_amplitudes(audio, f0[:, 0], sr, hop, frames, n_h)
     static = note_distribution(amps)[:, None, :].expand(1, frames, n_h)  # the note's own mean
-    note_true, frames_true = m._harmonic_loss(audio, f0, course, None, per_frame=True)
-    note_static, frames_static = m._harmonic_loss(audio, f0, static, None, per_frame=True)
+    note_true, frames_true = m._harmonic_losses(audio, f0, course, None)
+    note_static, frames_static = m._harmonic_losses(audio, f0, static, None)
     assert float(note_true) < 0.05 and float(note_static) < 0.05
     assert float(frames_true) < 0.1 and float(frames_static) > 10 * float(frames_true)
 

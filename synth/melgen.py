@@ -59,7 +59,10 @@ class MelGenerator(Generator):
         self.logmel = LogMel(spec)
         # Subclass configs with ``harmonic_head`` (default True) draw the pitch's harmonic comb
         # analytically (`synth.harmonic_mel`); their decoders then output 2 * n_mels channels.
-        self.harmonic_head = HarmonicMelHead(spec) if getattr(config, "harmonic_head", False) else None
+        # ``inharmonic_grid`` (bins per octave, 0 = none) adds the head's inharmonic grid.
+        self.harmonic_head = (HarmonicMelHead(spec, getattr(config, "inharmonic_grid", 0),
+                                              getattr(config, "inharmonic_octaves", 6.0))
+                              if getattr(config, "harmonic_head", False) else None)
         object.__setattr__(self, "_vocoder", None)  # not a submodule: never in the checkpoint
 
     # -- identity -----------------------------------------------------------------------------
@@ -136,10 +139,10 @@ class MelGenerator(Generator):
 
     @property
     def decoder_channels(self) -> int:
-        """Channels the decoder's last layer emits: n_mels, or 2 * n_mels (harmonic and noise
-        envelopes) with the harmonic head."""
+        """Channels the decoder's last layer emits: n_mels, or with the harmonic head 2 * n_mels
+        (harmonic and noise envelopes) + the inharmonic grid's R."""
         n_mels = self.config.feature_spec.n_mels
-        return 2 * n_mels if self.harmonic_head is not None else n_mels
+        return self.harmonic_head.channels if self.harmonic_head is not None else n_mels
 
     def output_head(self, raw: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
         """Decoder output (B, `decoder_channels`, F) in network scale + pitch (B,) MIDI ->

@@ -8,7 +8,8 @@ velocity embedding] -> MLP -> (B, channels[-1], frames') -> upsampling conv stac
 the same vector (`UpStack`) -> log-mel (B, n_mels, n_frames). With `harmonic_head` (default) the
 stack emits harmonic and noise envelopes (B, 2 n_mels, n_frames) and the pitch's harmonic comb is
 drawn analytically (`synth.harmonic_mel.HarmonicMelHead`), so z carries timbre and pitch is
-exact. Audio comes from the vocoder (`MelGenerator.decode`).
+exact. `inharmonic_grid` adds cosines at fixed ratios to f0 on a log grid (bells, music box;
+`HarmonicMelHead`). Audio comes from the vocoder (`MelGenerator.decode`).
 
 Loss: L1 (+ optional L2) on the normalised log-mel, plus beta * KL with a linear warm-up over
 `kl_warmup_steps` and free bits: each dimension's batch-mean KL counts as at least `free_bits`
@@ -52,12 +53,18 @@ class VAEConfig:
     l2_weight: float = 0.0
     sc_weight: float = 0.0  # spectral convergence on the linear mel (energy-weighted; see training_step)
     harmonic_head: bool = True  # source-filter output (synth/harmonic_mel.py)
+    inharmonic_grid: int = 0  # bins per octave of the head's inharmonic grid (0 = none)
+    inharmonic_octaves: float = 6.0  # the grid spans ratios 1 .. 2 ** octaves of f0
     morph_weight: float = 0.0  # centroid-order hinge on interpolations (synth/morph.py)
     morph_linear_weight: float = 0.0  # log-mel linearity along interpolations (synth/morph.py)
 
     def __post_init__(self) -> None:
         if self.morph_weight < 0 or self.morph_linear_weight < 0:
             raise ConfigError("vae: morph_weight and morph_linear_weight must be >= 0")
+        if self.inharmonic_grid < 0 or self.inharmonic_octaves <= 0:
+            raise ConfigError("vae: inharmonic_grid must be >= 0 and inharmonic_octaves > 0")
+        if self.inharmonic_grid and not self.harmonic_head:
+            raise ConfigError("vae: inharmonic_grid needs harmonic_head")
         if self.latent_dim < 1 or not self.channels or min(self.channels) < 1:
             raise ConfigError(f"vae: latent_dim and channels must be positive, got {self.latent_dim}, "
                               f"{self.channels}")

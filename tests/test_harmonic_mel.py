@@ -146,3 +146,58 @@ def test_autoencoder_render_recording_shifts_octaves_and_loudness():
     quiet = model.render_recording(recording, octave_shift=1, loudness_shift=-6.0)
     ratio = float(quiet.abs().max() / up.abs().max())
     assert ratio == pytest.approx(10 ** (-6 / 20), rel=1e-4)
+
+
+@pytest.mark.parametrize("midi, j", [(48.0, 106), (60.0, 40), (72.3, 58)])
+def test_grid_partial_equals_the_measured_mel_of_one_cosine(midi, j):
+    """One grid channel at log amplitude log(A), the rest silent, is what LogMel measures from
+    A cos(2 pi r_j f0 t): within 0.5 dB on bands within 40 dB of the peak (the table keeps the
+    lobe within 10 bins; no phase average is needed for a single partial)."""
+    head = HarmonicMelHead(SPEC, grid_per_octave=24, grid_octaves=6.0)
+    assert head.channels == 2 * SPEC.n_mels + 144
+    f0 = float(midi_to_hz(torch.tensor(midi)))
+    freq = f0 * 2 ** (j / 24)
+    amp = 0.3
+    t = torch.arange(SPEC.sample_rate, dtype=torch.float64) / SPEC.sample_rate
+    audio = (amp * torch.cos(2 * math.pi * freq * t)).float()
+    measured = LogMel(SPEC).mel(audio[None])[0][:, 4:-4].mean(-1)
+    env = torch.full((1, head.channels, 3), -60.0)
+    env[0, 2 * SPEC.n_mels + j] = math.log(amp)
+    predicted = head(env, torch.tensor([midi])).exp()[0, :, 1]
+    keep = measured > measured.max() * 1e-2
+    err_db = 20 * torch.log10(predicted[keep] / measured[keep])
+    assert keep.sum() >= 2
+    assert err_db.abs().max() < 0.5
+    # the same channel follows the pitch: an octave up, the peak band holds twice the frequency
+    up = head(env, torch.tensor([midi + 12.0]))[0, :, 1]
+    assert int(up.argmax()) > int(predicted.argmax())
+
+
+def test_grid_ratios_and_validation():
+    from synth.harmonic_mel import grid_ratios
+
+    r = grid_ratios(12, 2.0)
+    assert r.shape == (24,)
+    torch.testing.assert_close(r[12], torch.tensor(2.0))
+    with pytest.raises(ValueError, match="grid_per_octave"):
+        HarmonicMelHead(SPEC, grid_per_octave=-1)
+
+
+def test_vae_with_the_grid_trains_and_sends_gradient_to_the_grid_channels():
+    from synth.errors import ConfigError
+
+    from dataclasses import replace
+
+    from synth.vae import VAEGenerator
+
+    debug = VAEGenerator.debug_config()
+    model = build("vae", replace(debug, inharmonic_grid=6, inharmonic_octaves=2.0))
+    assert model.decoder_channels == 2 * 16 + 12
+    batch = {"audio": torch.randn(2, model.n_samples) * 0.1, "pitch": torch.tensor([60.0, 67.0]),
+             "velocity": torch.tensor([100.0, 80.0])}
+    losses = model.training_step(batch)
+    losses["recon/l1"].backward()
+    last = [p for p in model.decoder.parameters() if p.grad is not None and p.shape[0] == 44]
+    assert last and last[-1].grad[32:].abs().sum() > 0
+    with pytest.raises(ConfigError, match="inharmonic_grid"):
+        replace(debug, inharmonic_grid=6, harmonic_head=False)

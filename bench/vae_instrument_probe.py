@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_model(args.model)
+    if model.kind != "vae":
+        raise SystemExit(f"error: {args.model} is a {model.kind} model; the probe takes a mel VAE")
     corpus = Corpus.open(args.corpus)
     idx = [i for i, r in enumerate(corpus.notes) if r["program"] == args.program
            and r["split"] == "train" and 36 <= r["pitch"] <= 84]

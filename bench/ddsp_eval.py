@@ -104,22 +104,31 @@ def griffinlim_resynth(audio: torch.Tensor, sr: int) -> torch.Tensor:
     return vocoder(LogMel(spec)(audio))
 
 
-def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16,
-             classifier=None) -> dict[str, dict[str, float]]:
+def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16, classifier=None,
+             reverb_mixes: tuple[float, ...] = (), calibration: bool = True
+             ) -> dict[str, dict[str, float]]:
+    """Rows of `ROWS` (the model rows only without `calibration`), plus one "ddsp, reverb_mix X"
+    row per extra mix of the learned reverb (0: dry)."""
     sr = corpus.sample_rate
     spec = FeatureSpec(sample_rate=sr)
-    rows: dict[str, dict[str, list[float]]] = {k: {} for k in ROWS}
+    names = ROWS if calibration else ("ddsp", "ddsp, no loudness lock", "original")
+    names = names[:2] + tuple(f"ddsp, reverb_mix {m:g}" for m in reverb_mixes) + names[2:]
+    rows: dict[str, dict[str, list[float]]] = {k: {} for k in names}
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
         audio = torch.from_numpy(corpus.waveform(idx))
         pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in idx])
-        nb = [neighbour(corpus, i) for i in idx]
-        real2 = torch.from_numpy(corpus.waveform([j if j is not None else i for i, j in zip(idx, nb)]))
         outs = {"ddsp": resynth(model, audio, pitch),
-                "ddsp, no loudness lock": resynth(model, audio, pitch, lock=False),
-                "real vs real": real2, "harmonic-only": harmonic_baseline(audio, pitch, sr),
-                "Griffin-Lim resynthesis": griffinlim_resynth(audio, sr),
-                "original": audio}
+                "ddsp, no loudness lock": resynth(model, audio, pitch, lock=False)}
+        for m in reverb_mixes:
+            outs[f"ddsp, reverb_mix {m:g}"] = resynth(model, audio, pitch, controls={"reverb_mix": m})
+        if calibration:
+            nb = [neighbour(corpus, i) for i in idx]
+            outs["real vs real"] = torch.from_numpy(
+                corpus.waveform([j if j is not None else i for i, j in zip(idx, nb)]))
+            outs["harmonic-only"] = harmonic_baseline(audio, pitch, sr)
+            outs["Griffin-Lim resynthesis"] = griffinlim_resynth(audio, sr)
+        outs["original"] = audio
         n = min(o.shape[-1] for o in outs.values())
         ref = audio[:, :n]
         ref_track = pitch_tracks(ref, sr)
@@ -157,6 +166,10 @@ def main() -> None:
                     help="note classifier for the family-accuracy column ('' to skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="ddsp_eval", help="bench/results/<name>.json")
+    ap.add_argument("--reverb-mixes", default="",
+                    help="extra rows at these levels of the learned reverb, e.g. '0,0.5' (0: dry)")
+    ap.add_argument("--no-calibration", action="store_true",
+                    help="only the model rows (and the originals' family accuracy)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
@@ -169,7 +182,9 @@ def main() -> None:
     start = time.perf_counter()
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
-    results = {name: evaluate(model, corpus, idx, classifier=classifier)
+    mixes = tuple(float(m) for m in args.reverb_mixes.split(",") if m.strip())
+    results = {name: evaluate(model, corpus, idx, classifier=classifier, reverb_mixes=mixes,
+                              calibration=not args.no_calibration)
                for name, idx in sets.items()}
     meta = getattr(model, "checkpoint_meta", {})
     payload = {"model": args.model, "steps": meta.get("steps"), "corpus_hash": corpus.hash,

@@ -49,6 +49,9 @@ def train(
     init_widen: bool = typer.Option(False, help="With --init, let the config grow a width "
                                     "whose new inputs start unread (e.g. a larger latent_dim); "
                                     "refused unless the model still computes the checkpoint's losses."),
+    instrument_weights: Optional[Path] = typer.Option(
+        None, help="Oversample: JSON {\"instrument_weights\": {id: w}} (bench.instrument_weights "
+        "writes one); notes drawn in proportion to their instrument's weight."),
     checkpoint_every: int = typer.Option(500), log_every: int = typer.Option(50),
     num_workers: int = typer.Option(0), seed: int = typer.Option(0),
     device: str = typer.Option("auto"), amp: bool = typer.Option(False),
@@ -68,7 +71,8 @@ def train(
                     families=[f.strip() for f in families.split(",")] if families else None,
                     crop_seconds=crop_seconds or None, gain_db=gains, pitch_shift=pitch_shift,
                     on_key=on_key, init=str(init) if init else None, init_widen=init_widen,
-                    onset_crops=onset_crops)
+                    onset_crops=onset_crops,
+                    instrument_weights=str(instrument_weights) if instrument_weights else None)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, grad_clip=grad_clip or None,
                       schedule=schedule, warmup_steps=warmup_steps, seed=seed,
                       checkpoint_every=checkpoint_every, log_every=log_every,

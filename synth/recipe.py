@@ -9,6 +9,7 @@ checkpoint is written with the corpus hash. The same code runs under ``torchrun`
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class Recipe:
     init: str | None = None
     #: With `init`, let parameters grow (`init_weights(widen=True)`: e.g. a wider latent).
     init_widen: bool = False
+    #: JSON file with {"instrument_weights": {instrument_id: weight}}: each note is drawn with
+    #: probability proportional to its instrument's weight (missing instruments: 1), e.g. the
+    #: instruments a model reconstructs worst (`bench.instrument_weights`). None: plain epochs.
+    instrument_weights: str | None = None
 
 
 def crop_length(model: Any, seconds: float | None, sample_rate: int) -> float | None:
@@ -83,6 +88,8 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
                           crop_length(model, recipe.crop_seconds, corpus.sample_rate),
                           augment=augment, families=recipe.families, on_key=recipe.on_key,
                           analyses=tuple(getattr(model, "note_analyses", ())))
+    if recipe.instrument_weights:
+        dataset.sample_weights = note_weights(corpus, dataset.indices, recipe.instrument_weights)
     result = Trainer(model, dataset, train).fit()
     if int(os.environ.get("RANK", "0")) == 0:
         model = model.cpu().eval()
@@ -93,6 +100,28 @@ def train_recipe(recipe: Recipe, train: TrainConfig) -> TrainResult:
                    train={"steps": train.steps, "batch_size": train.batch_size, "lr": train.lr,
                           "wall_time_s": result.total_wall_time})
     return result
+
+
+def note_weights(corpus: Corpus, indices: list[int], path: str) -> torch.Tensor:
+    """(len(indices),) draw weights from a JSON file of per-instrument weights (see `Recipe`)."""
+    try:
+        table = json.loads(Path(path).read_text())["instrument_weights"]
+        table = {str(k): float(v) for k, v in table.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"instrument weights {path}: not a JSON file with an "
+                          f"'instrument_weights' object ({err})") from None
+    bad = {k: v for k, v in table.items() if not (math.isfinite(v) and v >= 0)}
+    if bad:
+        raise ConfigError(f"instrument weights {path}: weights must be finite and >= 0, got {bad}")
+    known = {corpus.notes[i]["instrument_id"] for i in indices}
+    if not known & set(table):
+        raise ConfigError(f"instrument weights {path}: none of its instruments is in the "
+                          f"training notes (ids look like {sorted(known)[0]!r})")
+    weights = torch.tensor([table.get(corpus.notes[i]["instrument_id"], 1.0) for i in indices],
+                           dtype=torch.float64)
+    if weights.sum() <= 0:
+        raise ConfigError(f"instrument weights {path}: every training note has weight 0")
+    return weights
 
 
 def init_weights(model: torch.nn.Module, path: str, widen: bool = False) -> list[str]:

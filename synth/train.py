@@ -28,6 +28,8 @@ Data order. Epoch e is a permutation of the dataset seeded by (seed, e). Each st
 ``batch_size * world_size`` indices and rank r takes the r-th slice of `batch_size`, so the union of
 one step over the ranks is the batch one process with ``batch_size * world_size`` sees. The
 incomplete last batch of an epoch is dropped. The position (epoch, batch) is a function of the step.
+A dataset with a ``sample_weights`` attribute ((len,) non-negative numbers) is oversampled instead:
+epoch e is len(dataset) draws with replacement, seeded the same way (`StepSampler`).
 
 Exact resume. A run killed at any moment and resumed from its last checkpoint reaches the same
 weights (bit-identical on CPU) as an uninterrupted run, because everything a step depends on is
@@ -186,8 +188,18 @@ class StepSampler:
     """Batch sampler over steps `start`..`stop`-1 yielding this rank's ``(index, item_seed)`` keys."""
 
     def __init__(self, n_items: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, weights: torch.Tensor | None = None) -> None:
         self.n_items, self.batch_size, self.seed = n_items, batch_size, seed
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+            if (len(weights) != n_items or not torch.isfinite(weights).all()
+                    or (weights < 0).any() or weights.sum() <= 0):
+                raise ConfigError(f"sample weights must be {n_items} finite non-negative numbers "
+                                  f"with a positive sum")
+        #: Optional (n_items,) draw weights: each epoch is then n_items draws with replacement,
+        #: item i drawn with probability weights[i] / weights.sum() (oversampling), the same on
+        #: every rank (one generator per epoch) and sharded like the permutation.
+        self.weights = weights
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
         self.steps_per_epoch = n_items // (batch_size * world_size)
         if self.steps_per_epoch == 0:
@@ -207,7 +219,12 @@ class StepSampler:
             epoch, batch = self.position(step)
             if epoch != perm_epoch:
                 g = torch.Generator().manual_seed(derive_seed(self.seed, "perm", epoch))
-                perm, perm_epoch = torch.randperm(self.n_items, generator=g).tolist(), epoch
+                if self.weights is None:
+                    perm = torch.randperm(self.n_items, generator=g).tolist()
+                else:
+                    perm = torch.multinomial(self.weights, self.n_items, replacement=True,
+                                             generator=g).tolist()
+                perm_epoch = epoch
             lo = (batch * self.world_size + self.rank) * self.batch_size
             indices = perm[lo:lo + self.batch_size]
             yield [(i, derive_seed(self.seed, "item", epoch, i)) for i in indices]
@@ -470,7 +487,8 @@ class Trainer:
     def _sampler(self) -> StepSampler:
         cfg = self.config
         return StepSampler(len(self.dataset), cfg.batch_size, cfg.seed, self.step, cfg.steps,
-                           self.rank, self.world_size)
+                           self.rank, self.world_size,
+                           weights=getattr(self.dataset, "sample_weights", None))
 
     @property
     def state_path(self) -> Path:

@@ -79,3 +79,37 @@ def test_init_starts_from_a_checkpoint_and_refuses_other_shapes(corpus, tmp_path
     assert res.returncode == 0, res.stderr
     meta = load_model(out / "model.safetensors").checkpoint_meta
     assert meta["recipe"]["init"] == str(path) and meta["recipe"]["on_key"] is True
+
+
+def test_instrument_weights_oversample_the_named_instruments(corpus, tmp_path):
+    from synth.data.corpus import Corpus
+    from synth.errors import ConfigError
+    from synth.recipe import note_weights
+
+    c = Corpus.open(corpus)
+    idx = list(range(len(c.notes)))
+    ids = sorted({r["instrument_id"] for r in c.notes})
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"instrument_weights": {ids[0]: 4.0}}))
+    w = note_weights(c, idx, str(path))
+    assert w.tolist() == [4.0 if c.notes[i]["instrument_id"] == ids[0] else 1.0 for i in idx]
+    for body, match in (("{", "not a JSON file"), ('{"weights": {}}', "instrument_weights"),
+                        (json.dumps({"instrument_weights": {ids[0]: -1}}), ">= 0"),
+                        (json.dumps({"instrument_weights": {"nope/0/0": 2}}), "none of its")):
+        path.write_text(body)
+        with pytest.raises(ConfigError, match=match):
+            note_weights(c, idx, str(path))
+    # Through the CLI: a weighted run trains and records its weights file; a bad one exits 2.
+    path.write_text(json.dumps({"instrument_weights": {ids[0]: 4.0}}))
+    cfg = json.dumps({"sample_rate": 16000, "latent_dim": 3, "n_harmonics": 8, "n_envelope": 8,
+                      "hidden": 16, "n_fft": 256, "note_seconds": 0.25})
+    common = ["--corpus", str(corpus), "--config", cfg, "--steps", "2", "--batch-size", "4",
+              "--crop-seconds", "0.25", "--warmup-steps", "1", "--all-instruments"]
+    res = train("additive", "--out", str(tmp_path / "run"), *common, "--instrument-weights", str(path))
+    assert res.returncode == 0, res.stderr
+    meta = load_model(tmp_path / "run" / "model.safetensors").checkpoint_meta
+    assert meta["recipe"]["instrument_weights"] == str(path)
+    res = train("additive", "--out", str(tmp_path / "run2"), *common,
+                "--instrument-weights", str(tmp_path / "missing.json"))
+    assert res.returncode == 2 and "instrument weights" in res.stderr
+    assert not (tmp_path / "run2" / "model.safetensors").exists()

@@ -405,6 +405,29 @@ def test_sampler_shards_disjointly_and_unions_to_the_single_process_batch():
     assert list(resumed) == list(single)[4:]
 
 
+def test_weighted_sampler_oversamples_in_proportion_and_still_shards_and_resumes():
+    weights = torch.ones(24, dtype=torch.float64)
+    weights[:4] = 5.0                      # items 0-3: 5 / (4 * 5 + 20) = 1/8 of draws each
+    single = StepSampler(24, 8, seed=3, start=0, stop=3000, weights=weights)
+    drawn = torch.tensor([i for batch in single for i, _ in batch])
+    share = torch.bincount(drawn, minlength=24).double() / len(drawn)
+    expected = weights / weights.sum()
+    # 24,000 draws: the binomial std of a share of 1/8 is 0.002, of 1/40 0.001; 5 std bounds.
+    assert torch.allclose(share, expected, atol=0.01), share
+    ranks = [StepSampler(24, 4, seed=3, start=0, stop=6, rank=r, world_size=2, weights=weights)
+             for r in (0, 1)]
+    for whole, b0, b1 in zip(list(single)[:6], *ranks):
+        assert b0 + b1 == whole
+    resumed = StepSampler(24, 8, seed=3, start=4, stop=6, weights=weights)
+    assert list(resumed) == list(single)[4:6]
+    flat = StepSampler(24, 8, seed=3, start=0, stop=3, weights=torch.ones(24))
+    assert sorted(i for b in flat for i, _ in b) != list(range(24)), "draws, not a permutation"
+    for bad in (torch.ones(23), -torch.ones(24), torch.zeros(24),
+                torch.full((24,), float("nan"))):
+        with pytest.raises(ConfigError, match="sample weights"):
+            StepSampler(24, 8, seed=0, start=0, stop=1, weights=bad)
+
+
 def test_lr_schedule_and_config_checks():
     cfg = TrainConfig(steps=10, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
     assert [lr_factor(cfg, s) for s in (0, 1)] == [0.5, 1.0]

@@ -85,7 +85,7 @@ def variants(model, audio: torch.Tensor, pitch: torch.Tensor,
             osc(amps_k.sum(-1, keepdim=True), dist_k) + m_noise
     return wider | {
         "original": audio,
-        "model": model.reverb(m_harm + m_noise),
+        "model": model._reverb(m_harm + m_noise, model.sample_rate),
         "model, dry": m_harm + m_noise,
         "model, harmonic part only": m_harm,
         "analysed amplitude x analysed distribution": analysed,

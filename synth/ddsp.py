@@ -6,7 +6,7 @@ and sample packs move through) or the per-frame z is kept (`z_mode="frames"`).
 Decoder (ddsp's RnnFcDecoder): f0, loudness and z each through an MLP, a GRU, an MLP, then one
 dense layer -> harmonic amplitude, harmonic distribution and noise band magnitudes
 (`get_controls`), rendered by the functional DSP core (`get_signal`): harmonic oscillator bank +
-filtered noise + a trainable FIR reverb. The synthesis runs at any output rate from the
+filtered noise + a trainable FIR reverb (`reverb=False`: none). The synthesis runs at any output rate from the
 frame-rate controls, so one model renders at 16, 44.1 or 48 kHz.
 
 Frames: `hop = sample_rate // frame_rate`; audio of T samples (a multiple of hop) has T / hop
@@ -63,6 +63,10 @@ class DDSPConfig:
     n_mfcc: int = 30
     n_mels: int = 128
     reverb_seconds: float = 1.0
+    #: The trainable FIR reverb (ddsp's `effects.Reverb`). False: a dry model with no reverb and
+    #: no `reverb_mix` control. Our corpus is rendered dry; on it the learned IR smears the
+    #: partial pattern (bench/results/ddsp_eval_reverb_mix.json, docs/DDSP.md).
+    reverb: bool = True
     note_seconds: float = 4.0
     loudness_n_fft: int = 1024
     fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
@@ -160,7 +164,7 @@ class DDSPGenerator(Generator):
                                         nn.Linear(c.hidden, c.n_harmonics))
             nn.init.zeros_(self.z_dist[-1].weight)
             nn.init.zeros_(self.z_dist[-1].bias)
-        self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate))
+        self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate)) if c.reverb else None
         if c.inharmonicity:
             self.inharm_head = nn.Sequential(nn.Linear(c.latent_dim + 1, 64), nn.LeakyReLU(),
                                              nn.Linear(64, 1))
@@ -378,6 +382,8 @@ class DDSPGenerator(Generator):
         return harmonic, noise
 
     def _reverb(self, audio: torch.Tensor, sr: int) -> torch.Tensor:
+        if self.reverb is None:
+            return audio
         if sr == self.sample_rate:
             return self.reverb(audio)
         ir = F.interpolate(self.reverb.ir[None, None], scale_factor=sr / self.sample_rate,
@@ -519,13 +525,15 @@ class DDSPGenerator(Generator):
 
     @property
     def controls(self) -> list[ControlSpec]:
-        return super().controls + [
+        specs = super().controls + [
             ControlSpec("harmonic_db", -24.0, 12.0, 0.0, "gain of the harmonic part", "dB"),
             ControlSpec("noise_db", -24.0, 12.0, 0.0, "gain of the filtered-noise part", "dB"),
             ControlSpec("brightness", -12.0, 12.0, 0.0,
                         "tilt of the harmonic distribution", "dB/octave"),
-            ControlSpec("reverb_mix", 0.0, 2.0, 1.0, "level of the learned reverb", "x"),
         ]
+        if self.reverb is not None:
+            specs.append(ControlSpec("reverb_mix", 0.0, 2.0, 1.0, "level of the learned reverb", "x"))
+        return specs
 
     # -- training -----------------------------------------------------------------------------
     def example_batch(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -82,6 +82,28 @@ def test_harmonic_and_noise_gains(model):
     assert 10 * math.log10(float(base / quiet)) == pytest.approx(24.0, abs=0.5)
 
 
+def test_dry_model_equals_reverb_mix_zero_and_loads_a_reverb_checkpoint(model, tmp_path):
+    """`reverb=False` renders what a reverb model renders at reverb_mix 0 (same weights, no lock
+    so the level is the network's), has no reverb_mix control, and `--init` from a checkpoint
+    with a reverb leaves its IR behind."""
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    path = save_model(model, tmp_path / "wet.safetensors")
+    dry = build("ddsp", {**model.config.__dict__, "reverb": False}).eval()
+    assert init_weights(dry, str(path)) == [] and dry.reverb is None
+    assert "reverb_mix" not in {c.name for c in dry.controls}
+    assert "reverb_mix" in {c.name for c in model.controls}
+    z = torch.randn(2, model.latent_dim, generator=torch.Generator().manual_seed(1))
+    f0 = torch.tensor([[220.0], [330.0]]).expand(2, 40)
+    ld = torch.full((2, 40), -20.0)
+    render = lambda m, **kw: m.synthesize(f0, ld, z, generator=3, match_loudness=False, **kw)  # noqa: E731
+    a = render(model, controls={"reverb_mix": 0.0})
+    torch.testing.assert_close(a, render(dry))
+    torch.testing.assert_close(render(dry, controls={"reverb_mix": 1.0}), a)  # nothing to mix
+    assert (render(model) - a).abs().max() > 1e-4, "the debug model's reverb does change the render"
+
+
 @pytest.mark.parametrize("rate", [8000, 48000])
 def test_loudness_lock_meets_the_requested_loudness(model, rate):
     """With the lock, a render's A-weighted loudness meets the requested curve over the note's

@@ -27,14 +27,12 @@ import numpy as np
 import torch
 
 from bench.common import write_result
+from bench.ddsp_eval import PITCHED
 from bench.vae_instrument_probe import band_centroid
 from synth.checkpoint import load_model
 from synth.data.corpus import Corpus
 from synth.fileio import atomic_write_text
 from synth.losses import spectral_convergence
-
-PITCHED = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble",
-           "brass", "reed", "pipe", "synth lead", "synth pad", "ethnic")
 
 
 def weights_from_errors(errors: dict[str, float], power: float, max_weight: float) -> dict[str, float]:

@@ -151,7 +151,8 @@ def interpolation(model, corpus: Corpus, grid: dict[str, list[int]], pitches: li
     notes = [idx[mid] for idx in grid.values()]
     audio = torch.from_numpy(corpus.waveform(notes))
     centroids = [spectral_centroid(a.numpy(), corpus.sample_rate) for a in audio]
-    latents = model.encode(model.fit_length(audio), conditions(corpus, notes))
+    fit = getattr(model, "fit_length", None)  # mel models take fixed-length notes
+    latents = model.encode(fit(audio) if fit else audio, conditions(corpus, notes))
     pairs = [(i, j) for i in range(len(notes)) for j in range(i + 1, len(notes))
              if max(centroids[i], centroids[j]) >= 1.25 * min(centroids[i], centroids[j])]
     sweeps = []

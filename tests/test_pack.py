@@ -94,6 +94,12 @@ def test_regions_interpolate_in_pca_space(additive_path):
     ends = model.to_pca(torch.stack([path[0], path[-1]]))
     torch.testing.assert_close(ends, torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0]]))
     assert model.to_pca(path[1][None])[0].norm() == pytest.approx(2.0, rel=1e-5)  # slerp
+    straight = region_latents(model, Region(kind="path", anchors=[[2, 0], [0, 2]], steps=3,
+                                            morph="lerp"), 0)
+    torch.testing.assert_close(model.to_pca(straight[1][None])[0], torch.tensor([1.0, 1.0, 0, 0]),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="region morph"):
+        Region(kind="path", anchors=[[2, 0], [0, 2]], morph="cubic").validate()
     a = region_latents(model, Region(kind="random", count=3, seed=4), 0)
     b = region_latents(model, Region(kind="random", count=3, seed=4), 0)
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not torch.equal(a[0], a[1])

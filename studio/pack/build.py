@@ -30,7 +30,7 @@ from typing import Any
 import soundfile as sf
 import torch
 
-from latent.interpolate import bilinear, slerp
+from latent.interpolate import bilinear, lerp, slerp
 from latent.metrics import distance
 from studio.progress import counting_bar
 from synth import __version__
@@ -129,7 +129,8 @@ def region_latents(model: Generator, region: Region, model_index: int) -> list[t
         for k in range(region.steps):
             pos = k / (region.steps - 1) * (len(pca) - 1)
             seg = min(int(pos), len(pca) - 2)
-            coords.append(torch.as_tensor(slerp(pca[seg], pca[seg + 1], pos - seg)))
+            mix = slerp if region.morph == "slerp" else lerp
+            coords.append(torch.as_tensor(mix(pca[seg], pca[seg + 1], pos - seg)))
     else:
         low, high = model.latent_low.float(), model.latent_high.float()
         coords = []

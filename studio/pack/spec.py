@@ -6,7 +6,9 @@ zones, velocity layers and round robins. The latent region says which latents:
 - `anchors`: each anchor is one instrument;
 - `xy`: one instrument at a point (x, y) in [0, 1]^2 of an XY pad whose four corners are anchors,
   ordered [top-left, top-right, bottom-left, bottom-right] (bilinear interpolation);
-- `path`: `steps` instruments spaced evenly along a polyline of anchors (slerp on each segment);
+- `path`: `steps` instruments spaced evenly along a polyline of anchors, each segment by `morph`:
+  "slerp" (the default) or "lerp" (straight; overshoots nothing both anchors share, the better
+  path for `vae-gm` as measured by `bench.morph_modes`, docs/LATENT.md);
 - `random`: `count` instruments drawn uniformly inside the model's 1st-99th percentile box in PCA
   space, seeded.
 
@@ -27,6 +29,7 @@ from typing import Any
 from synth.errors import ConfigError
 
 REGION_KINDS = ("anchors", "xy", "path", "random")
+MORPHS = ("slerp", "lerp")
 SAMPLE_RATES = (44100, 48000)
 NORMALIZATIONS = ("peak", "lufs", "none")
 
@@ -42,6 +45,7 @@ class Region:
     x: float = 0.5
     y: float = 0.5
     steps: int = 3
+    morph: str = "slerp"
     count: int = 1
     seed: int = 0
 
@@ -66,6 +70,8 @@ class Region:
                               f"{len(self.anchors)}")
         if self.kind == "xy" and not (0 <= self.x <= 1 and 0 <= self.y <= 1):
             raise ConfigError(f"xy point must lie in [0, 1]^2, got ({self.x}, {self.y})")
+        if self.morph not in MORPHS:
+            raise ConfigError(f"region morph must be one of {', '.join(MORPHS)}, got {self.morph!r}")
         if self.kind == "path" and not (_is_int(self.steps) and self.steps >= 2):
             raise ConfigError(f"path steps must be an integer >= 2, got {self.steps!r}")
         if self.kind == "random" and not (_is_int(self.count) and 1 <= self.count <= 128):

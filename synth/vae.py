@@ -57,10 +57,13 @@ class VAEConfig:
     inharmonic_octaves: float = 6.0  # the grid spans ratios 1 .. 2 ** octaves of f0
     morph_weight: float = 0.0  # centroid-order hinge on interpolations (synth/morph.py)
     morph_linear_weight: float = 0.0  # log-mel linearity along interpolations (synth/morph.py)
+    morph_shrink: float = 0.0  # chords also between endpoints pulled towards the mean (synth/morph.py)
 
     def __post_init__(self) -> None:
         if self.morph_weight < 0 or self.morph_linear_weight < 0:
             raise ConfigError("vae: morph_weight and morph_linear_weight must be >= 0")
+        if not 0.0 <= self.morph_shrink < 1.0:
+            raise ConfigError(f"vae: morph_shrink must be in [0, 1), got {self.morph_shrink}")
         if self.inharmonic_grid < 0 or self.inharmonic_octaves <= 0:
             raise ConfigError("vae: inharmonic_grid must be >= 0 and inharmonic_octaves > 0")
         if self.inharmonic_grid and not self.harmonic_head:
@@ -180,6 +183,7 @@ class VAEGenerator(MelGenerator):
         if self.morph_centroid is not None:
             out.update(morph_losses(self.decode_normalized, self.denormalize, self.morph_centroid, z,
                                     pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(), target=mel,
-                                    linear=self.config.morph_linear_weight > 0))
+                                    linear=self.config.morph_linear_weight > 0,
+                                    shrink=self.config.morph_shrink))
         return out
 

@@ -91,6 +91,31 @@ def test_order_hinge_is_zero_for_a_monotonic_decoder_and_positive_for_an_oversho
         assert float(out["morph/linear"]) > 0.05
 
 
+def test_shrunk_chords_run_through_the_inner_latents():
+    """With `shrink`, the chords' endpoints are pulled towards the batch mean and decoded: the
+    decoder sees latents nearer the centre than any batch note, and a decoder linear in z still
+    costs nothing."""
+    torch.manual_seed(0)
+    seen = []
+    base = tilt_decoder(0.0)
+
+    def decode(z, pitch, velocity):
+        seen.append(z.detach().clone())
+        return base(z, pitch, velocity)
+
+    z, pitch = torch.tensor([[0.0], [1.0]] * 16), torch.full((32,), 60.0)
+    out = morph_losses(decode, lambda x: x * 3.0 - 8.0, MelCentroid(SPEC), z, base(z, pitch, pitch),
+                       pitch, pitch, ceiling=10.0, linear=True, shrink=0.8)
+    (points,) = seen
+    assert points.shape[0] == 4 * 32                      # both endpoints decoded, 2 interior points
+    ends = points[:64]
+    assert ends.min() > 0.0 - 1e-6 and ends.max() < 1.0 + 1e-6
+    assert ((ends - 0.5).abs() < 0.45).float().mean() > 0.5  # most pulled well inside
+    assert float(out["morph/linear"]) < 1e-6 and float(out["morph/order"]) == 0.0
+    with pytest.raises(ValueError, match="shrink"):
+        morph_losses(decode, lambda x: x, MelCentroid(SPEC), z, z, pitch, pitch, 10.0, shrink=1.0)
+
+
 def test_order_hinge_passes_gradients_to_the_decoder_but_not_the_endpoints():
     torch.manual_seed(0)
     scale = torch.tensor(1.0, requires_grad=True)
@@ -125,6 +150,8 @@ def test_bins_above_the_ceiling_cannot_steer_the_centroid():
 
 
 @pytest.mark.parametrize("kind,overrides", [("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1}),
+                                            ("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1,
+                                                     "morph_shrink": 0.5}),
                                             ("vqvae", {"morph_weight": 1.0, "morph_linear_weight": 0.1})])
 def test_mel_generators_train_with_the_morph_terms(kind, overrides):
     torch.manual_seed(0)

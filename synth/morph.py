@@ -19,6 +19,10 @@ interpolation parameter, on pairs drawn from the training batch:
 - "morph/linear" (optional): L1 between the decoded normalised log-mel at t and the same
   interpolation of the endpoints' decoded log-mels, which makes the decoder locally linear
   along chords between notes (a log-spectral crossfade at the limit).
+- "morph/sc" (optional): the same target, scored by spectral convergence of the linear mel
+  (`synth.losses.spectral_convergence`: the error weighed by energy). The L1 of log-mels weighs
+  every band alike, so a middle whose loud upper bands sag by a few dB (a darker sound than
+  either end) costs it little; energy weighting charges exactly that.
 - `shrink` (optional, in [0, 1)): each chord's endpoints are first pulled towards the batch's
   mean latent by a factor drawn uniformly from [1 - shrink, 1] (and decoded), so the chords also
   run through the inner latents where the app's morphs live: an instrument's mean latent (the
@@ -78,7 +82,7 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
                  to_logmel: Callable[[torch.Tensor], torch.Tensor], centroid: MelCentroid,
                  z: torch.Tensor, end_a: torch.Tensor, pitch: torch.Tensor, velocity: torch.Tensor,
                  ceiling: torch.Tensor | float, target: torch.Tensor | None = None,
-                 linear: bool = False, shrink: float = 0.0) -> dict[str, torch.Tensor]:
+                 linear: bool = False, shrink: float = 0.0, sc: bool = False) -> dict[str, torch.Tensor]:
     """The morph terms for one batch.
 
     Args:
@@ -95,6 +99,7 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
             peaked at +8 where real notes stop near +1).
         target: (B, n_mels, F) the true log-mels of z's notes: adds "morph/anchor".
         linear: also return "morph/linear".
+        sc: also return "morph/sc" (energy-weighted distance to the same crossfade).
         shrink: pull each chord's endpoints towards the batch's mean latent by a factor drawn
             from [1 - shrink, 1] (both endpoints are then decoded here; `end_a` still anchors).
     Returns:
@@ -130,9 +135,15 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     steps = torch.sign(gap) * (c[1:] - c[:-1])  # (3, B): should all be >= 0
     out["morph/order"] = (torch.relu(-steps).sum(0) / gap.abs().clamp_min(MIN_GAP)).mean()
     out["log/morph/violations"] = (steps < -0.05 * gap.abs()).any(0).float().mean().detach()
-    if linear:
+    if linear or sc:
         dims = (b,) + (1,) * (end_a.ndim - 1)
         s1, s2 = t[:, 0].reshape(dims), t[:, 1].reshape(dims)
-        out["morph/linear"] = 0.5 * ((mid1 - (end_a + s1 * (end_b - end_a))).abs().mean()
-                                     + (mid2 - (end_a + s2 * (end_b - end_a))).abs().mean())
+        goal1, goal2 = end_a + s1 * (end_b - end_a), end_a + s2 * (end_b - end_a)
+        if linear:
+            out["morph/linear"] = 0.5 * ((mid1 - goal1).abs().mean() + (mid2 - goal2).abs().mean())
+        if sc:
+            from synth.losses import spectral_convergence
+
+            out["morph/sc"] = 0.5 * (spectral_convergence(to_logmel(mid1), to_logmel(goal1))
+                                     + spectral_convergence(to_logmel(mid2), to_logmel(goal2)))
     return out

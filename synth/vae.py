@@ -58,10 +58,13 @@ class VAEConfig:
     morph_weight: float = 0.0  # centroid-order hinge on interpolations (synth/morph.py)
     morph_linear_weight: float = 0.0  # log-mel linearity along interpolations (synth/morph.py)
     morph_shrink: float = 0.0  # chords also between endpoints pulled towards the mean (synth/morph.py)
+    morph_sc_weight: float = 0.0  # energy-weighted distance to the chord's crossfade (synth/morph.py)
 
     def __post_init__(self) -> None:
         if self.morph_weight < 0 or self.morph_linear_weight < 0:
             raise ConfigError("vae: morph_weight and morph_linear_weight must be >= 0")
+        if self.morph_sc_weight < 0:
+            raise ConfigError("vae: morph_sc_weight must be >= 0")
         if not 0.0 <= self.morph_shrink < 1.0:
             raise ConfigError(f"vae: morph_shrink must be in [0, 1), got {self.morph_shrink}")
         if self.inharmonic_grid < 0 or self.inharmonic_octaves <= 0:
@@ -110,7 +113,8 @@ class VAEGenerator(MelGenerator):
         self.decoder = UpStack(self.decoder_channels, tuple(c.channels), c.kernel_size, c.cond_hidden)
         self.register_buffer("train_step", torch.zeros((), dtype=torch.long))
         self.morph_centroid = (MelCentroid(config.feature_spec)
-                               if c.morph_weight > 0 or c.morph_linear_weight > 0 else None)
+                               if c.morph_weight > 0 or c.morph_linear_weight > 0 or c.morph_sc_weight > 0
+                               else None)
 
     @classmethod
     def debug_config(cls) -> VAEConfig:
@@ -156,7 +160,7 @@ class VAEGenerator(MelGenerator):
     def loss_weights(self) -> dict[str, float]:
         return {"vae/kl": self.kl_weight(), "recon/l2": self.config.l2_weight, "recon/sc": self.config.sc_weight,
                 "morph/order": self.config.morph_weight, "morph/anchor": self.config.morph_weight,
-                "morph/linear": self.config.morph_linear_weight}
+                "morph/linear": self.config.morph_linear_weight, "morph/sc": self.config.morph_sc_weight}
 
     def on_train_step_end(self, step: int) -> None:
         self.train_step.fill_(step)
@@ -184,6 +188,7 @@ class VAEGenerator(MelGenerator):
             out.update(morph_losses(self.decode_normalized, self.denormalize, self.morph_centroid, z,
                                     pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(), target=mel,
                                     linear=self.config.morph_linear_weight > 0,
-                                    shrink=self.config.morph_shrink))
+                                    shrink=self.config.morph_shrink,
+                                    sc=self.config.morph_sc_weight > 0))
         return out
 

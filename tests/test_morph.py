@@ -82,13 +82,14 @@ def test_order_hinge_is_zero_for_a_monotonic_decoder_and_positive_for_an_oversho
     z = torch.tensor([[0.0], [1.0]] * 16)  # pairs (0 -> 1) and (1 -> 0) after the roll
     pitch = torch.full((32,), 60.0)
     out = morph_losses(decode, lambda x: x * 3.0 - 8.0, centroid, z, decode(z, pitch, pitch),
-                       pitch, pitch, ceiling=10.0, linear=True)
+                       pitch, pitch, ceiling=10.0, linear=True, sc=True)
     if bump == 0.0:
         assert float(out["morph/order"]) == 0.0 and float(out["log/morph/violations"]) == 0.0
         assert float(out["morph/linear"]) < 1e-6  # this decoder is linear in z
+        assert float(out["morph/sc"]) < 1e-5
     else:
         assert float(out["morph/order"]) > 0.01 and float(out["log/morph/violations"]) > 0.5
-        assert float(out["morph/linear"]) > 0.05
+        assert float(out["morph/linear"]) > 0.05 and float(out["morph/sc"]) > 0.05
 
 
 def test_shrunk_chords_run_through_the_inner_latents():
@@ -151,7 +152,7 @@ def test_bins_above_the_ceiling_cannot_steer_the_centroid():
 
 @pytest.mark.parametrize("kind,overrides", [("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1}),
                                             ("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1,
-                                                     "morph_shrink": 0.5}),
+                                                     "morph_shrink": 0.5, "morph_sc_weight": 0.5}),
                                             ("vqvae", {"morph_weight": 1.0, "morph_linear_weight": 0.1})])
 def test_mel_generators_train_with_the_morph_terms(kind, overrides):
     torch.manual_seed(0)

@@ -82,7 +82,8 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
                  to_logmel: Callable[[torch.Tensor], torch.Tensor], centroid: MelCentroid,
                  z: torch.Tensor, end_a: torch.Tensor, pitch: torch.Tensor, velocity: torch.Tensor,
                  ceiling: torch.Tensor | float, target: torch.Tensor | None = None,
-                 linear: bool = False, shrink: float = 0.0, sc: bool = False) -> dict[str, torch.Tensor]:
+                 linear: bool = False, shrink: float = 0.0, sc: bool = False,
+                 shrink_share: float = 1.0) -> dict[str, torch.Tensor]:
     """The morph terms for one batch.
 
     Args:
@@ -100,6 +101,8 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
         target: (B, n_mels, F) the true log-mels of z's notes: adds "morph/anchor".
         linear: also return "morph/linear".
         sc: also return "morph/sc" (energy-weighted distance to the same crossfade).
+        shrink_share: the share of pairs that are shrunk (the others keep their full-length
+            chords between the two notes).
         shrink: pull each chord's endpoints towards the batch's mean latent by a factor drawn
             from [1 - shrink, 1] (both endpoints are then decoded here; `end_a` still anchors).
     Returns:
@@ -110,8 +113,9 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     b = z.shape[0]
     if b < 2:
         return {}
-    if not 0.0 <= shrink < 1.0:
-        raise ValueError(f"morph shrink must be in [0, 1), got {shrink}")
+    if not 0.0 <= shrink < 1.0 or not 0.0 <= shrink_share <= 1.0:
+        raise ValueError(f"morph shrink must be in [0, 1) and its share in [0, 1], got {shrink}, "
+                         f"{shrink_share}")
     z_b = z.roll(1, dims=0)
     t = torch.rand(b, 2, device=z.device, dtype=z.dtype).sort(dim=1).values
     shape = (b,) + (1,) * (z.ndim - 1)
@@ -122,7 +126,8 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
         out["morph/anchor"] = (centroid(to_logmel(end_a).clamp(max=ceiling)) - c_true).abs().mean()
     if shrink > 0:
         centre = z.mean(0, keepdim=True).detach()
-        u = 1.0 - shrink * torch.rand(2, *shape, device=z.device, dtype=z.dtype)
+        pick = (torch.rand(shape, device=z.device) < shrink_share).to(z.dtype)  # same for both ends
+        u = 1.0 - shrink * pick * torch.rand(2, *shape, device=z.device, dtype=z.dtype)
         z, z_b = centre + u[0] * (z - centre), centre + u[1] * (z_b - centre)
         points = torch.cat([z, z_b, z + t1 * (z_b - z), z + t2 * (z_b - z)])
         end_a, end_b, mid1, mid2 = decode(points, pitch.repeat(4), velocity.repeat(4)).chunk(4)

@@ -59,12 +59,15 @@ class VAEConfig:
     morph_linear_weight: float = 0.0  # log-mel linearity along interpolations (synth/morph.py)
     morph_shrink: float = 0.0  # chords also between endpoints pulled towards the mean (synth/morph.py)
     morph_sc_weight: float = 0.0  # energy-weighted distance to the chord's crossfade (synth/morph.py)
+    morph_shrink_share: float = 1.0  # share of the chords that morph_shrink pulls inwards
 
     def __post_init__(self) -> None:
         if self.morph_weight < 0 or self.morph_linear_weight < 0:
             raise ConfigError("vae: morph_weight and morph_linear_weight must be >= 0")
         if self.morph_sc_weight < 0:
             raise ConfigError("vae: morph_sc_weight must be >= 0")
+        if not 0.0 <= self.morph_shrink_share <= 1.0:
+            raise ConfigError(f"vae: morph_shrink_share must be in [0, 1], got {self.morph_shrink_share}")
         if not 0.0 <= self.morph_shrink < 1.0:
             raise ConfigError(f"vae: morph_shrink must be in [0, 1), got {self.morph_shrink}")
         if self.inharmonic_grid < 0 or self.inharmonic_octaves <= 0:
@@ -189,6 +192,7 @@ class VAEGenerator(MelGenerator):
                                     pred, batch["pitch"], batch["velocity"], ceiling=mel.max().detach(), target=mel,
                                     linear=self.config.morph_linear_weight > 0,
                                     shrink=self.config.morph_shrink,
+                                    shrink_share=self.config.morph_shrink_share,
                                     sc=self.config.morph_sc_weight > 0))
         return out
 

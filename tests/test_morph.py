@@ -115,6 +115,12 @@ def test_shrunk_chords_run_through_the_inner_latents():
     assert float(out["morph/linear"]) < 1e-6 and float(out["morph/order"]) == 0.0
     with pytest.raises(ValueError, match="shrink"):
         morph_losses(decode, lambda x: x, MelCentroid(SPEC), z, z, pitch, pitch, 10.0, shrink=1.0)
+    seen.clear()
+    morph_losses(decode, lambda x: x * 3.0 - 8.0, MelCentroid(SPEC), z, base(z, pitch, pitch),
+                 pitch, pitch, ceiling=10.0, linear=True, shrink=0.8, shrink_share=0.5)
+    ends = seen[0][:32]                                   # z's own ends: 0 or 1 unless shrunk
+    kept = ((ends == 0.0) | (ends == 1.0)).float().mean()
+    assert 0.2 < float(kept) < 0.8                        # about half the pairs keep full chords
 
 
 def test_order_hinge_passes_gradients_to_the_decoder_but_not_the_endpoints():
@@ -152,7 +158,8 @@ def test_bins_above_the_ceiling_cannot_steer_the_centroid():
 
 @pytest.mark.parametrize("kind,overrides", [("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1}),
                                             ("vae", {"morph_weight": 1.0, "morph_linear_weight": 0.1,
-                                                     "morph_shrink": 0.5, "morph_sc_weight": 0.5}),
+                                                     "morph_shrink": 0.5, "morph_sc_weight": 0.5,
+                                                     "morph_shrink_share": 0.5}),
                                             ("vqvae", {"morph_weight": 1.0, "morph_linear_weight": 0.1})])
 def test_mel_generators_train_with_the_morph_terms(kind, overrides):
     torch.manual_seed(0)

@@ -100,14 +100,15 @@ def morph_losses(decode: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
             peaked at +8 where real notes stop near +1).
         target: (B, n_mels, F) the true log-mels of z's notes: adds "morph/anchor".
         linear: also return "morph/linear".
+        shrink: pull each chord's endpoints towards the batch's mean latent by a factor drawn
+            from [1 - shrink, 1] (both endpoints are then decoded here; `end_a` still anchors).
         sc: also return "morph/sc" (energy-weighted distance to the same crossfade).
         shrink_share: the share of pairs that are shrunk (the others keep their full-length
             chords between the two notes).
-        shrink: pull each chord's endpoints towards the batch's mean latent by a factor drawn
-            from [1 - shrink, 1] (both endpoints are then decoded here; `end_a` still anchors).
     Returns:
         {"morph/order": hinge as a fraction of each pair's gap, "log/morph/violations": fraction
-        of pairs with any step out of order, and "morph/anchor", "morph/linear" when asked};
+        of pairs with any step out of order, and "morph/anchor", "morph/linear", "morph/sc"
+        when asked};
         empty for batches of one.
     """
     b = z.shape[0]

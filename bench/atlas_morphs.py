@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from bench.common import write_result
-from latent.atlas import load_atlas
+from latent.atlas import AtlasError, load_atlas
 from latent.interpolate import centroid_sweep, monotonic_within
 from studio.app_logic import clamp_coords
 from synth.base import Conditions
@@ -78,7 +78,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_named(args.model)
-    atlas = load_atlas(args.model)
+    try:
+        atlas = load_atlas(args.model)
+    except AtlasError as err:
+        raise SystemExit(f"error: {err}") from None
     latents = model.from_pca(clamp_coords(model, atlas.coords(model)))       # (N, D)
     rng = np.random.default_rng(args.seed)
     n = len(atlas.names)

@@ -5,7 +5,8 @@ The app's morph pad mixes corner coordinates bilinearly (a straight line between
 offers every instrument of the model's atlas (`corpus: NAME`, the instrument's mean latent over
 its training notes, clamped to the slider ranges) as a corner. This script draws `--pairs` random
 pairs of atlas instruments (seeded), decodes `--points` evenly spaced points between the two at
-one pitch and velocity (`latent.interpolate.centroid_sweep`, lerp or `--mode slerp`), and checks
+one pitch and velocity (`latent.interpolate.centroid_sweep`, lerp, `--mode slerp` or, for the
+VAE, `--mode melfit`), and checks
 the whole-note spectral centroid (`latent.interpolate.monotonic_within`: no step back larger than
 `--tolerance` of the endpoints' gap). Reported over all pairs and over the pairs whose decoded
 endpoints differ by at least 25 % (where the two corners sound clearly apart in brightness;
@@ -31,7 +32,7 @@ import torch
 
 from bench.common import write_result
 from latent.atlas import AtlasError, load_atlas
-from latent.interpolate import centroid_sweep, monotonic_within
+from latent.interpolate import MORPH_MODES, centroid_sweep, monotonic_within, supports_melfit
 from studio.app_logic import clamp_coords
 from synth.base import Conditions
 from synth.catalog import load_named
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=9)
     ap.add_argument("--pitch", type=float, default=60.0)
     ap.add_argument("--velocity", type=float, default=100.0)
-    ap.add_argument("--mode", default="lerp", choices=("lerp", "slerp"))
+    ap.add_argument("--mode", default="lerp", choices=MORPH_MODES)
     ap.add_argument("--tolerance", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crossfade", action="store_true",
@@ -78,6 +79,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = load_named(args.model)
+    if args.mode == "melfit" and not supports_melfit(model):
+        raise SystemExit(f"error: --mode melfit needs the VAE (a continuous latent), not {model.kind}")
     try:
         atlas = load_atlas(args.model)
     except AtlasError as err:
@@ -92,7 +95,7 @@ def main() -> None:
     cond = Conditions(pitch=torch.tensor([args.pitch]), velocity=torch.tensor([args.velocity]))
     start = time.perf_counter()
     sweeps = []
-    with torch.no_grad():
+    with torch.no_grad():  # melfit takes its own gradients
         for i, j in sorted(chosen):
             values = centroid_sweep(model, latents[i:i + 1], latents[j:j + 1], cond,
                                     n=args.points, mode=args.mode)

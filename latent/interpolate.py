@@ -14,6 +14,13 @@ training corpus:
   close to lerp along them and ignores the rest; whitening weighs every component by how much it
   varies in the data.
 
+Straight lines (lerp, slerp) are only straight in the latent: the decoder bends them, and between
+two instruments whose notes differ in brightness the decoded sound can first get duller than both
+and then brighten (a dip in spectral centroid). Mel generators offer a third morph, "melfit"
+(`fit_mel`): each intermediate latent is fitted, from the straight line, so that the note it
+decodes is as close as the decoder can get to the crossfade of the two endpoint notes' log-mels,
+the morph a listener expects (that crossfade's brightness moves steadily from one to the other).
+
 `render_path` turns a sequence of latents into one evolving sound through the Generator contract:
 time-varying latents when `model.temporal_latent` (e.g. DDSP with `z_mode="frames"`), otherwise
 equal-power crossfades between notes decoded one per point (see `path_mode`).
@@ -289,18 +296,113 @@ def _fit_length(audio: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.pad(audio, (0, n - audio.shape[-1]))
 
 
+# -- fitting latents to a target sound ------------------------------------------------------------
+#: Adam steps and learning rate of `fit_mel` (measured on vae-gm's atlas pairs, docs/VAE.md:
+#: 60 steps reach what 150 do; a larger rate fits worse).
+FIT_STEPS = 60
+FIT_LR = 0.05
+
+
+def supports_melfit(model: Generator) -> bool:
+    """True when `fit_mel` can move the model's latent: a mel generator (`decode_mel`) whose
+    latent is one continuous vector per note (a quantised latent passes no gradient)."""
+    return hasattr(model, "decode_mel") and not getattr(model, "temporal_latent", False) \
+        and getattr(model, "kind", "") != "vqvae"
+
+
+def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Conditions,
+            steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
+    """Latents whose decoded mel is as close as the decoder allows to `target`.
+
+    Args:
+        model: a mel generator with a continuous latent (`supports_melfit`); its weights are
+            not changed (gradients are taken for the latents only).
+        init: (P, D) starting latents (e.g. the straight line between two notes).
+        target: (P, n_mels, F) natural-log mel magnitudes under the model's FeatureSpec.
+        cond: conditions for one note (shared) or for P notes.
+    Returns:
+        (P, D) latents after `steps` Adam steps (rate `lr`) on the sum over points of each
+        point's relative squared error of mel magnitudes, ||exp(mel) - exp(target)||^2 /
+        ||exp(target)||^2. Magnitudes, not log-mels: the loud bins that make a note's brightness
+        dominate, not the near-silent ones a log error weighs alike. Points are independent (a
+        point's result does not depend on the others), deterministic, on init's device.
+    """
+    if not supports_melfit(model):
+        raise ConfigError(f"melfit needs a mel generator with one continuous latent per note "
+                          f"(the VAE), not {getattr(model, 'kind', type(model).__name__)}")
+    if init.ndim != 2 or target.ndim != 3 or target.shape[0] != init.shape[0]:
+        raise ConfigError(f"fit_mel needs init (P, D) and target (P, n_mels, F), got "
+                          f"{tuple(init.shape)} and {tuple(target.shape)}")
+    if steps < 0 or not lr > 0:
+        raise ConfigError(f"fit_mel needs steps >= 0 and lr > 0, got {steps} and {lr}")
+    cond = cond.expand(init.shape[0])
+    goal = target.detach().exp()
+    scale = goal.square().sum((1, 2)).clamp_min(1e-12)                   # (P,)
+    z = init.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            mel = model.decode_mel(z, cond).exp()
+            loss = ((mel - goal).square().sum((1, 2)) / scale).sum()
+            (z.grad,) = torch.autograd.grad(loss, [z])
+            opt.step()
+    return z.detach()
+
+
+def mel_mix_fit(model: Generator, anchors: torch.Tensor, weights: torch.Tensor, cond: Conditions,
+                steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
+    """Fitted mixes of K anchor latents: anchors (K, D), weights (P, K) (rows summing to 1, e.g.
+    an XY pad's bilinear weights) -> (P, D) latents, each fitted (`fit_mel`, starting from the
+    straight mix weights @ anchors) to the same mix of the anchors' decoded log-mels,
+    sum_k w_k mel_k, at the note `cond` (one note). A row that puts all its weight on one anchor
+    returns that anchor itself."""
+    if anchors.ndim != 2 or weights.ndim != 2 or weights.shape[1] != anchors.shape[0]:
+        raise ConfigError(f"mel_mix_fit needs anchors (K, D) and weights (P, K), got "
+                          f"{tuple(anchors.shape)} and {tuple(weights.shape)}")
+    one = cond.select(slice(0, 1))
+    weights = weights.to(anchors)
+    with torch.no_grad():
+        mels = model.decode_mel(anchors, one.expand(anchors.shape[0]))     # (K, n_mels, F)
+        target = torch.einsum("pk,kmf->pmf", weights, mels)
+        line = weights @ anchors                                           # (P, D)
+    corner = (weights == 1).any(1)
+    out = line.clone()
+    out[corner] = anchors[weights[corner].argmax(1)]
+    if (~corner).any():
+        out[~corner] = fit_mel(model, line[~corner], target[~corner], one, steps, lr)
+    return out
+
+
+def mel_crossfade_fit(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Conditions,
+                      t: torch.Tensor, steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
+    """The "melfit" morph: latents a, b (1, D) and times t (n,) in [0, 1] -> (n, D) latents,
+    each fitted (`fit_mel`, from the lerp) to the crossfade (1 - t) mel_a + t mel_b of the two
+    endpoints' decoded log-mels (`mel_mix_fit` with two anchors); t exactly 0 or 1 gives a or b
+    itself."""
+    t = t.reshape(-1, 1).to(a)
+    return mel_mix_fit(model, torch.cat([a, b]), torch.cat([1 - t, t], 1), cond, steps, lr)
+
+
 # -- measuring a morph ----------------------------------------------------------------------------
+MORPH_MODES = ("lerp", "slerp", "melfit")
+
+
 def morph_points(model: Generator, a: torch.Tensor, b: torch.Tensor, n: int,
-                 mode: str = "slerp") -> torch.Tensor:
+                 mode: str = "slerp", cond: Conditions | None = None) -> torch.Tensor:
     """`n` latents from a to b (each (1, ...), the model's latent shape), t evenly spaced in
-    [0, 1]: "lerp" on the raw latents, or "slerp" in the model's PCA-normalised coordinates (the
-    app's morph; a temporal latent is slerped frame by frame). Returns (n, ...)."""
+    [0, 1]: "lerp" on the raw latents, "slerp" in the model's PCA-normalised coordinates (the
+    app's morph; a temporal latent is slerped frame by frame), or "melfit" (`mel_crossfade_fit`,
+    needs `cond`, the note the morph is decoded at). Returns (n, ...)."""
     t = torch.linspace(0.0, 1.0, n, dtype=a.dtype, device=a.device)
     if mode == "lerp":
         return torch.lerp(a.expand(n, *a.shape[1:]), b.expand(n, *b.shape[1:]),
                           t.reshape(n, *([1] * (a.ndim - 1))))
+    if mode == "melfit":
+        if cond is None:
+            raise ConfigError("morph mode 'melfit' needs the note's conditions")
+        return mel_crossfade_fit(model, a, b, cond, t)
     if mode != "slerp":
-        raise ConfigError(f"morph mode must be 'lerp' or 'slerp', got {mode!r}")
+        raise ConfigError(f"morph mode must be one of {', '.join(MORPH_MODES)}, got {mode!r}")
     ca, cb = model.to_pca(a), model.to_pca(b)
     if ca.ndim == 3:  # (1, D, F') -> frames as rows (F', D), slerped row by row
         rows = slerp(ca[0].T, cb[0].T, t)                          # (n, F', D)
@@ -313,7 +415,7 @@ def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Con
                    n: int = 9, mode: str = "lerp") -> list[float]:
     """Spectral centroid (Hz, `synth.data.descriptors.spectral_centroid`: the whole signal, so a
     slightly earlier or later attack does not move it) of the note decoded at each of `n` evenly
-    spaced points from a to b (`morph_points`, "lerp" or "slerp"). a, b: one latent each, (1, ...)
+    spaced points from a to b (`morph_points`: "lerp", "slerp" or "melfit"). a, b: one latent each, (1, ...)
     in the model's latent shape ((1, D), or (1, D, F') for temporal latents); cond: one note.
     Points are decoded one at a time (batch-size invariant)."""
     from synth.data.descriptors import spectral_centroid
@@ -323,7 +425,7 @@ def centroid_sweep(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Con
     if a.shape != b.shape or a.ndim < 2 or a.shape[0] != 1:
         raise ConfigError(f"centroid_sweep: a and b must be single latents (1, ...) of one shape, "
                           f"got {tuple(a.shape)} and {tuple(b.shape)}")
-    z = morph_points(model, a, b, n, mode)
+    z = morph_points(model, a, b, n, mode, cond)
     audio = torch.cat([model.decode(z[i:i + 1], cond) for i in range(n)]).cpu().numpy()
     return [spectral_centroid(x, model.sample_rate) for x in audio]
 

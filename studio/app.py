@@ -24,6 +24,7 @@ import tempfile  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
+from latent.interpolate import supports_melfit  # noqa: E402
 from studio import app_logic as L  # noqa: E402
 
 torch.set_num_threads(1)
@@ -113,8 +114,14 @@ def corners(model) -> torch.Tensor:
     return torch.tensor([ss.anchors[ss[f"corner_{i}"]] for i in range(4)], dtype=torch.float32)
 
 
+def pad_fit(model) -> bool:
+    """The pad's "fit the mix to the corners' sound" switch is on (and the model can fit)."""
+    return bool(ss.get("pad_fit")) and supports_melfit(model)
+
+
 def corner_point(model) -> torch.Tensor:
-    return L.pad_coords(corners(model), ss.pad_x, ss.pad_y)
+    note = L.Point(coords=[], pitch=ss.pitch, velocity=ss.velocity)
+    return L.pad_coords(corners(model), ss.pad_x, ss.pad_y, (model, note) if pad_fit(model) else None)
 
 
 def on_pad_change(model, directions) -> None:
@@ -267,6 +274,13 @@ def pad_panel(model, directions) -> None:
                   on_change=on_pad_change, args=(model, directions))
         st.slider("y (top -> bottom)", 0.0, 1.0, step=0.01, key="pad_y",
                   on_change=on_pad_change, args=(model, directions))
+        if supports_melfit(model):
+            st.toggle("fit the mix to the corners' sound", key="pad_fit",
+                      on_change=on_pad_change, args=(model, directions),
+                      help="Instead of the straight mix of the corners' latents, the latent whose "
+                           "note (at this pitch and velocity) is closest to the same mix of the "
+                           "corners' spectrograms: brightness then moves steadily between "
+                           "corners. About half a second per move.")
         ranges = L.trained_ranges(model)
         lo, hi = ranges.get("pitch", (0, 127))
         st.slider(f"pitch (MIDI; trained {lo:g}-{hi:g})", 0, 127, key="pitch")
@@ -296,7 +310,8 @@ def path_panel(model, directions, point: L.Point) -> None:
             try:
                 with st.spinner("rendering the path..."):
                     ss.path_result = L.render_pad_path(model, corners(model), ss.path, point,
-                                                       directions, seconds=float(seconds))
+                                                       directions, seconds=float(seconds),
+                                                       fit=pad_fit(model))
                 ss.path_error = None
             except Exception as err:  # shown inline; the session keeps going
                 ss.path_result, ss.path_error = None, f"path failed: {type(err).__name__}: {err}"

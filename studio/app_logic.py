@@ -217,12 +217,32 @@ def clamp_coords(model: Generator, coords: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(torch.as_tensor(coords, dtype=torch.float32), hi), lo)
 
 
-def pad_coords(corners: torch.Tensor, x: float, y: float) -> torch.Tensor:
+def pad_coords(corners: torch.Tensor, x: float, y: float, fit: tuple[Generator, Point] | None = None
+               ) -> torch.Tensor:
     """(4, D) corner coordinates [top-left, top-right, bottom-left, bottom-right] and a pad point
-    (x: 0 left .. 1 right, y: 0 top .. 1 bottom) -> (D,) coordinates (bilinear)."""
-    from latent.interpolate import bilinear
+    (x: 0 left .. 1 right, y: 0 top .. 1 bottom) -> (D,) coordinates.
 
-    return torch.as_tensor(bilinear(corners, float(x), float(y))).float()
+    Without `fit`: the bilinear mix of the corners. With `fit` = (model, point) for a model that
+    `supports_melfit` (the VAE): the latent fitted so that the note it decodes at the point's
+    pitch and velocity is as close as the decoder allows to the same bilinear mix of the four
+    corners' decoded log-mels (`latent.interpolate.mel_mix_fit`; the morph whose brightness
+    moves steadily between corners, docs/VAE.md), clamped to the slider reach. A corner gives
+    the corner itself.
+    """
+    from latent.interpolate import bilinear, mel_mix_fit
+
+    mix = torch.as_tensor(bilinear(corners, float(x), float(y))).float()
+    if fit is None:
+        return mix
+    model, point = fit
+    weights = torch.as_tensor(bilinear(torch.eye(4), float(x), float(y))).float()[None]   # (1, 4)
+    cond = Conditions.note(float(point.pitch), float(point.velocity))
+    device = model.latent_mean.device
+    with _lock(model):
+        anchors = model.from_pca(torch.as_tensor(corners, dtype=torch.float32).to(device))
+        z = mel_mix_fit(model, anchors, weights.to(device), cond.to(device))
+        coords = model.to_pca(z).float().cpu()
+    return clamp_coords(model, coords)[0]
 
 
 def encode_upload(model: Generator, data: bytes, filename: str) -> torch.Tensor:
@@ -368,11 +388,12 @@ def render_point(model: Generator, point: Point, directions: dict[str, Any] | No
 
 def render_pad_path(model: Generator, corners: torch.Tensor, waypoints: list[tuple[float, float]],
                     point: Point, directions: dict[str, Any] | None = None,
-                    seconds: float | None = None, segments_per_second: float = 6.0
-                    ) -> RenderResult:
+                    seconds: float | None = None, segments_per_second: float = 6.0,
+                    fit: bool = False) -> RenderResult:
     """Render a path drawn across the pad as one evolving sound.
 
-    Each waypoint (x, y) becomes the bilinear mix of the corners, moved along the point's
+    Each waypoint (x, y) becomes the bilinear mix of the corners (`fit`: the fitted mix,
+    `pad_coords`), moved along the point's
     semantic amounts; `latent.interpolate.render_path` travels through them evenly by arc length
     (inside one note for temporal latents, otherwise as equal-power crossfaded renders, about
     `segments_per_second` per second). The note (pitch, velocity, seed) is the point's; the
@@ -389,7 +410,7 @@ def render_pad_path(model: Generator, corners: torch.Tensor, waypoints: list[tup
     latents = []
     for x, y in waypoints:
         p = copy.deepcopy(point)
-        p.coords = pad_coords(corners, x, y).tolist()
+        p.coords = pad_coords(corners, x, y, (model, point) if fit else None).tolist()
         latents.append(point_latent(model, p, directions))
     z = torch.stack(latents)
     cond = Conditions.note(float(point.pitch), float(point.velocity), duration=seconds)

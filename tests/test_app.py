@@ -332,3 +332,46 @@ def test_vocoder_choice_for_a_mel_generator(tmp_path, monkeypatch):
     with torch.no_grad():
         a, b = vae.decode(z, cond), other.decode(z, cond)
     assert a.shape == b.shape and not torch.allclose(a, b)
+
+
+def test_pad_fit_mixes_the_corners_sound_not_their_latents():
+    """With the pad's fit on (the VAE), a pad point is the latent whose note is closest to the
+    bilinear mix of the corners' log-mels: closer to it than the straight mix, and a corner is
+    still the corner itself."""
+    from latent.interpolate import bilinear, supports_melfit
+    from synth.registry import build
+
+    torch.manual_seed(0)
+    vae = build("vae", debug=True).eval()
+    assert supports_melfit(vae) and not supports_melfit(L.load_generator(MODEL))
+    g = torch.Generator().manual_seed(5)
+    corners = L.clamp_coords(vae, torch.randn(4, vae.latent_dim, generator=g))
+    note = L.Point(coords=[], pitch=62, velocity=100)
+    torch.testing.assert_close(L.pad_coords(corners, 1.0, 1.0, (vae, note)), corners[3])
+    fitted = L.pad_coords(corners, 0.3, 0.6, (vae, note))
+    straight = L.pad_coords(corners, 0.3, 0.6)
+    cond = L.Conditions.note(62.0, 100.0)
+    with torch.no_grad():
+        mels = vae.decode_mel(vae.from_pca(corners), cond.expand(4))
+        target = torch.einsum("k,kmf->mf", bilinear(torch.eye(4), 0.3, 0.6), mels).exp()
+
+    @torch.no_grad()
+    def err(coords):
+        mel = vae.decode_mel(vae.from_pca(coords[None]), cond).exp()[0]
+        return float((mel - target).square().sum() / target.square().sum())
+
+    assert err(fitted) < 0.9 * err(straight), (err(fitted), err(straight))
+
+
+def test_app_pad_fit_switch_for_the_vae(at):
+    at.selectbox(key="model").set_value("vae-gm").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.slider(key="pad_x").set_value(0.3).run()
+    straight = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
+    at.toggle(key="pad_fit").set_value(True).run()
+    fitted = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
+    assert not at.exception and fitted != pytest.approx(straight, abs=1e-3)
+    at.button(key="render").click().run()
+    assert not at.exception and not at.error and len(_audio(at)) == 1
+    at.selectbox(key="model").set_value(MODEL).run()
+    assert "pad_fit" not in [t.key for t in at.toggle]  # DDSP: no fitted mixes

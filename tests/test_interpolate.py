@@ -162,3 +162,110 @@ def test_centroid_sweep_measures_the_decoded_morph():
     assert monotonic_within(values, 0.0)
     with pytest.raises(ConfigError, match="single latents"):
         centroid_sweep(_Mixer(), torch.zeros(2, 1), torch.zeros(2, 1), Conditions.note([60.0]))
+
+
+# -- melfit: latents fitted to the endpoints' log-mel crossfade ---------------------------------
+@pytest.fixture(scope="module")
+def tiny_vae():
+    torch.manual_seed(0)
+    model = build("vae", debug=True).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _rel_error(model, z, target, cond):
+    with torch.no_grad():
+        mel = model.decode_mel(z, cond.expand(z.shape[0])).exp()
+    goal = target.exp()
+    return ((mel - goal).square().sum((1, 2)) / goal.square().sum((1, 2)))
+
+
+def test_fit_mel_moves_towards_a_reachable_target_and_leaves_the_weights(tiny_vae):
+    from latent.interpolate import fit_mel
+
+    model = tiny_vae
+    g = torch.Generator().manual_seed(1)
+    cond = Conditions.note([60.0], [100.0])
+    truth = torch.randn(3, model.latent_dim, generator=g)
+    with torch.no_grad():
+        target = model.decode_mel(truth, cond.expand(3))
+    init = torch.randn(3, model.latent_dim, generator=g)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fitted = fit_mel(model, init, target, cond, steps=80, lr=0.05)
+    err0, err1 = _rel_error(model, init, target, cond), _rel_error(model, fitted, target, cond)
+    assert (err1 < 0.5 * err0).all(), (err0, err1)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+    assert not fitted.requires_grad
+
+
+def test_fit_mel_points_are_independent(tiny_vae):
+    from latent.interpolate import fit_mel
+
+    model = tiny_vae
+    g = torch.Generator().manual_seed(2)
+    cond = Conditions.note([57.0], [90.0])
+    init = torch.randn(3, model.latent_dim, generator=g)
+    with torch.no_grad():
+        target = model.decode_mel(torch.randn(3, model.latent_dim, generator=g), cond.expand(3))
+    joint = fit_mel(model, init, target, cond, steps=10)
+    single = torch.cat([fit_mel(model, init[i:i + 1], target[i:i + 1], cond, steps=10) for i in range(3)])
+    torch.testing.assert_close(joint, single, rtol=1e-4, atol=1e-5)
+
+
+def test_melfit_morph_keeps_the_endpoints_and_beats_the_line_on_its_target(tiny_vae):
+    from latent.interpolate import morph_points
+
+    model = tiny_vae
+    g = torch.Generator().manual_seed(3)
+    cond = Conditions.note([64.0], [100.0])
+    a, b = torch.randn(1, model.latent_dim, generator=g), torch.randn(1, model.latent_dim, generator=g)
+    z = morph_points(model, a, b, 5, "melfit", cond)
+    line = morph_points(model, a, b, 5, "lerp")
+    assert z.shape == (5, model.latent_dim)
+    assert torch.equal(z[0], a[0]) and torch.equal(z[-1], b[0])
+    with torch.no_grad():
+        ends = model.decode_mel(torch.cat([a, b]), cond.expand(2))
+    t = torch.linspace(0, 1, 5).reshape(-1, 1, 1)
+    target = (1 - t) * ends[:1] + t * ends[1:]
+    fit_err, line_err = _rel_error(model, z, target, cond), _rel_error(model, line, target, cond)
+    assert (fit_err[1:-1] < 0.9 * line_err[1:-1]).all(), (fit_err, line_err)
+    # deterministic: the same call gives the same latents
+    torch.testing.assert_close(morph_points(model, a, b, 5, "melfit", cond), z, rtol=0, atol=0)
+
+
+def test_melfit_refuses_what_it_cannot_fit(tiny_vae):
+    from latent.interpolate import fit_mel, morph_points
+
+    a = torch.zeros(1, tiny_vae.latent_dim)
+    with pytest.raises(ConfigError, match="conditions"):
+        morph_points(tiny_vae, a, a, 3, "melfit")
+    with pytest.raises(ConfigError, match="lerp, slerp, melfit"):
+        morph_points(tiny_vae, a, a, 3, "geodesic")
+    with pytest.raises(ConfigError, match="init"):
+        fit_mel(tiny_vae, a[0], torch.zeros(1, 4, 4), Conditions.note([60.0]))
+    vq = build("vqvae", debug=True).eval()
+    with pytest.raises(ConfigError, match="continuous latent"):
+        fit_mel(vq, torch.zeros(1, vq.latent_dim), torch.zeros(1, 4, 4), Conditions.note([60.0]))
+
+
+def test_mel_mix_fit_returns_anchors_at_the_corners_and_fits_inside(tiny_vae):
+    from latent.interpolate import bilinear, mel_mix_fit
+
+    model = tiny_vae
+    g = torch.Generator().manual_seed(4)
+    cond = Conditions.note([62.0], [100.0])
+    anchors = torch.randn(4, model.latent_dim, generator=g)
+    # bilinear weights of pad points: a corner, the centre, an edge midpoint
+    eye = torch.eye(4)
+    weights = torch.stack([bilinear(eye, x, y) for x, y in ((1.0, 0.0), (0.5, 0.5), (0.0, 0.5))])
+    z = mel_mix_fit(model, anchors, weights, cond)
+    assert torch.equal(z[0], anchors[1])
+    with torch.no_grad():
+        mels = model.decode_mel(anchors, cond.expand(4))
+    target = torch.einsum("pk,kmf->pmf", weights, mels)
+    fit_err = _rel_error(model, z[1:], target[1:], cond)
+    line_err = _rel_error(model, weights[1:] @ anchors, target[1:], cond)
+    assert (fit_err < 0.9 * line_err).all(), (fit_err, line_err)

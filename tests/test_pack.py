@@ -107,6 +107,32 @@ def test_regions_interpolate_in_pca_space(additive_path):
     assert (coords >= model.latent_low - 1e-5).all() and (coords <= model.latent_high + 1e-5).all()
 
 
+
+def test_melfit_regions_fit_the_anchors_sound(additive_path):
+    """`morph: melfit` (the VAE): the path's ends are its anchors, its middle is the fitted
+    latent (nearer the anchors' log-mel crossfade at C4 than the straight mix); a model that
+    cannot fit is a one-line error."""
+    from latent.interpolate import mel_mix_fit
+    from synth.base import Conditions
+
+    torch.manual_seed(0)
+    vae = build("vae", debug=True).eval()
+    anchors = [[1.5, 0.0], [0.0, 1.5]]
+    path = region_latents(vae, Region(kind="path", anchors=anchors, steps=3, morph="melfit"), 0)
+    line = region_latents(vae, Region(kind="path", anchors=anchors, steps=3, morph="lerp"), 0)
+    torch.testing.assert_close(path[0], line[0])
+    torch.testing.assert_close(path[2], line[2])
+    ends = torch.stack([path[0], path[2]])
+    expected = mel_mix_fit(vae, ends, torch.tensor([[0.5, 0.5]]), Conditions.note(60.0, 100.0))[0]
+    torch.testing.assert_close(path[1], expected)
+    assert not torch.allclose(path[1], line[1], atol=1e-3)
+    (xy,) = region_latents(vae, Region(kind="xy", anchors=[[1, 0], [0, 1], [-1, 0], [0, -1]],
+                                       x=0.0, y=0.0, morph="melfit"), 0)
+    torch.testing.assert_close(vae.to_pca(xy[None])[0, :2], torch.tensor([1.0, 0.0]), atol=1e-5, rtol=0)
+    with pytest.raises(SynthStudioError, match="melfit needs"):
+        region_latents(load_model(additive_path).eval(),
+                       Region(kind="path", anchors=anchors, steps=3, morph="melfit"), 0)
+
 # -- the pack -----------------------------------------------------------------------------------
 def test_sfz_parses_with_sfzen_and_points_at_the_right_files(pack):
     (sfz_path,) = pack.out.glob("*.sfz")

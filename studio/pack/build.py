@@ -30,7 +30,7 @@ from typing import Any
 import soundfile as sf
 import torch
 
-from latent.interpolate import bilinear, lerp, slerp
+from latent.interpolate import bilinear, lerp, mel_mix_fit, slerp, supports_melfit
 from latent.metrics import distance
 from studio.progress import counting_bar
 from synth import __version__
@@ -120,8 +120,27 @@ def _anchor(model: Generator, values: list[float], space: str) -> torch.Tensor:
 def region_latents(model: Generator, region: Region, model_index: int) -> list[torch.Tensor]:
     """The instruments' latents (D,) for one model, interpolated in PCA-normalised space."""
     pca = [_anchor(model, a, region.space) for a in region.anchors]
+    fitted = region.morph == "melfit" and region.kind in ("xy", "path")
+    if fitted and not supports_melfit(model):
+        raise SynthStudioError(f"morph: melfit needs a mel generator with a continuous latent "
+                               f"(the VAE), not {model.kind}")
     if region.kind == "anchors":
         coords = pca
+    elif fitted:
+        n = len(pca)
+        if region.kind == "xy":
+            weights = torch.as_tensor(bilinear(torch.eye(4), region.x, region.y))[None].float()
+        else:
+            weights = torch.zeros(region.steps, n)
+            for k in range(region.steps):
+                pos = k / (region.steps - 1) * (n - 1)
+                seg = min(int(pos), n - 2)
+                weights[k, seg], weights[k, seg + 1] = 1 - (pos - seg), pos - seg
+        device = model.latent_mean.device
+        with torch.no_grad():
+            anchors = model.from_pca(torch.stack(pca).float().to(device))
+        z = mel_mix_fit(model, anchors, weights.to(device), Conditions.note(60.0, 100.0).to(device))
+        return list(z.cpu())
     elif region.kind == "xy":
         coords = [torch.as_tensor(bilinear(torch.stack(pca), region.x, region.y))]
     elif region.kind == "path":

@@ -5,10 +5,14 @@ zones, velocity layers and round robins. The latent region says which latents:
 
 - `anchors`: each anchor is one instrument;
 - `xy`: one instrument at a point (x, y) in [0, 1]^2 of an XY pad whose four corners are anchors,
-  ordered [top-left, top-right, bottom-left, bottom-right] (bilinear interpolation);
+  ordered [top-left, top-right, bottom-left, bottom-right] (bilinear interpolation; `morph:
+  melfit` fits it, below);
 - `path`: `steps` instruments spaced evenly along a polyline of anchors, each segment by `morph`:
   "slerp" (the default) or "lerp" (straight; overshoots nothing both anchors share, the better
-  path for `vae-gm` as measured by `bench.morph_modes`, docs/LATENT.md);
+  straight path for `vae-gm` as measured by `bench.morph_modes`, docs/LATENT.md), or "melfit"
+  (the VAE only: each instrument is the latent whose note at C4, velocity 100, is closest to the
+  same mix of the anchors' decoded log-mels, `latent.interpolate.mel_mix_fit`; brightness then
+  moves steadily between anchors, docs/VAE.md);
 - `random`: `count` instruments drawn uniformly inside the model's 1st-99th percentile box in PCA
   space, seeded.
 
@@ -29,7 +33,7 @@ from typing import Any
 from synth.errors import ConfigError
 
 REGION_KINDS = ("anchors", "xy", "path", "random")
-MORPHS = ("slerp", "lerp")
+MORPHS = ("slerp", "lerp", "melfit")
 SAMPLE_RATES = (44100, 48000)
 NORMALIZATIONS = ("peak", "lufs", "none")
 

@@ -43,6 +43,10 @@ def seeded_angles(shape: torch.Size, seed: int, device: torch.device) -> torch.T
 GAMMA_HANN = 0.25645
 
 
+#: Log-magnitude differences (nats) below this count as equal when `pghi_angles` splits lobes.
+PGHI_FLAT = 1e-4
+
+
 def pghi_angles(magnitude: torch.Tensor, spec: FeatureSpec, tol_db: float = 60.0) -> torch.Tensor:
     """Phases from a magnitude by phase-gradient integration (Prusa, Balazs and Sondergaard 2017).
 
@@ -76,7 +80,9 @@ def pghi_angles(magnitude: torch.Tensor, spec: FeatureSpec, tol_db: float = 60.0
     # running frequency integral of the slope (trapezoid), per frame: (B, bins, F)
     along = torch.cat([torch.zeros_like(s[:, :1]), (0.5 * (slope[:, 1:] + slope[:, :-1])).cumsum(1)], 1)
     edge = torch.full_like(s[:, :1], math.inf)
-    lower = (s <= torch.cat([edge, s[:, :-1]], 1)) & (s < torch.cat([s[:, 1:], edge], 1))
+    # a lobe boundary is a local minimum by more than float32 rounding (PGHI_FLAT nats): on a
+    # flat stretch (an impulse's spectrum) rounding noise would otherwise cut the lobe at random
+    lower = (s <= torch.cat([edge, s[:, :-1]], 1) + PGHI_FLAT) & (s < torch.cat([s[:, 1:], edge], 1) - PGHI_FLAT)
     lobe = lower.long().cumsum(1)  # (B, bins, F): lobe index of each bin
     quiet = s < s.amax(dim=(1, 2), keepdim=True) - tol_db / 20 * math.log(10)
     index = bins.long().expand(b, k)

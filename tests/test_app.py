@@ -366,10 +366,14 @@ def test_pad_fit_mixes_the_corners_sound_not_their_latents():
 def test_app_pad_fit_switch_for_the_vae(at):
     at.selectbox(key="model").set_value("vae-gm").run()
     assert not at.exception, [e.value for e in at.exception]
+    assert at.toggle(key="pad_fit").value  # on by default for the VAE
     at.slider(key="pad_x").set_value(0.3).run()
-    straight = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
-    at.toggle(key="pad_fit").set_value(True).run()
     fitted = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
+    at.toggle(key="pad_fit").set_value(False).run()
+    straight = [at.session_state[f"lat_pc{k}"] for k in (1, 2, 3)]
+    expected = L.pad_coords(torch.tensor([at.session_state.anchors[at.session_state[f"corner_{i}"]]
+                                          for i in range(4)]), 0.3, 0.5)
+    assert straight == pytest.approx(expected[:3].tolist(), abs=2e-3)
     assert not at.exception and fitted != pytest.approx(straight, abs=1e-3)
     at.button(key="render").click().run()
     assert not at.exception and not at.error and len(_audio(at)) == 1

@@ -80,7 +80,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = load_named(args.model)
     if args.mode == "melfit" and not supports_melfit(model):
-        raise SystemExit(f"error: --mode melfit needs the VAE (a continuous latent), not {model.kind}")
+        raise SystemExit(f"error: --mode melfit needs a mel generator (VAE, VQ-VAE), not {model.kind}")
     try:
         atlas = load_atlas(args.model)
     except AtlasError as err:

@@ -1,5 +1,5 @@
 """Which morph path moves the sound monotonically: lerp on raw latents, slerp in PCA-normalised
-coordinates, or (mel generators with a continuous latent) melfit, the latents fitted to the
+coordinates, or (mel generators: VAE, VQ-VAE) melfit, the latents fitted to the
 endpoints' log-mel crossfade (`latent.interpolate.mel_crossfade_fit`).
 
 The check is bench.vae_eval's interpolation check (pairs of 12 instruments per set whose notes at
@@ -54,7 +54,7 @@ def main() -> None:
         bad = [m for m in modes if m not in MORPH_MODES or (m == "melfit" and not supports_melfit(model))]
         if bad:
             raise SystemExit(f"error: {model.kind} has no morph mode {', '.join(bad)} "
-                             f"(available: {', '.join(MORPH_MODES)}; melfit needs the VAE)")
+                             f"(available: {', '.join(MORPH_MODES)}; melfit needs a mel generator)")
     corpus = Corpus.open(args.corpus)
     pitches = [int(p) for p in args.pitches.split(",")]
     start = time.perf_counter()

@@ -304,10 +304,10 @@ FIT_LR = 0.05
 
 
 def supports_melfit(model: Generator) -> bool:
-    """True when `fit_mel` can move the model's latent: a mel generator (`decode_mel`) whose
-    latent is one continuous vector per note (a quantised latent passes no gradient)."""
-    return hasattr(model, "decode_mel") and not getattr(model, "temporal_latent", False) \
-        and getattr(model, "kind", "") != "vqvae"
+    """True when `fit_mel` can move the model's latent: a mel generator (`decode_mel`, the VAE
+    and the VQ-VAE, whose quantiser passes a straight-through gradient to the pre-quantisation
+    latent)."""
+    return hasattr(model, "decode_mel")
 
 
 def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Conditions,
@@ -315,7 +315,7 @@ def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Co
     """Latents whose decoded mel is as close as the decoder allows to `target`.
 
     Args:
-        model: a mel generator with a continuous latent (`supports_melfit`); its weights are
+        model: a mel generator (`supports_melfit`: the VAE, the VQ-VAE); its weights are
             not changed (gradients are taken for the latents only).
         init: (P, D) starting latents (e.g. the straight line between two notes).
         target: (P, n_mels, F) natural-log mel magnitudes under the model's FeatureSpec.
@@ -328,10 +328,10 @@ def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Co
         point's result does not depend on the others), deterministic, on init's device.
     """
     if not supports_melfit(model):
-        raise ConfigError(f"melfit needs a mel generator with one continuous latent per note "
-                          f"(the VAE), not {getattr(model, 'kind', type(model).__name__)}")
-    if init.ndim != 2 or target.ndim != 3 or target.shape[0] != init.shape[0]:
-        raise ConfigError(f"fit_mel needs init (P, D) and target (P, n_mels, F), got "
+        raise ConfigError(f"melfit needs a mel generator (the VAE or VQ-VAE), not "
+                          f"{getattr(model, 'kind', type(model).__name__)}")
+    if init.ndim < 2 or target.ndim != 3 or target.shape[0] != init.shape[0]:
+        raise ConfigError(f"fit_mel needs init (P, D) or (P, D, F') and target (P, n_mels, F), got "
                           f"{tuple(init.shape)} and {tuple(target.shape)}")
     if steps < 0 or not lr > 0:
         raise ConfigError(f"fit_mel needs steps >= 0 and lr > 0, got {steps} and {lr}")
@@ -356,15 +356,15 @@ def mel_mix_fit(model: Generator, anchors: torch.Tensor, weights: torch.Tensor, 
     straight mix weights @ anchors) to the same mix of the anchors' decoded log-mels,
     sum_k w_k mel_k, at the note `cond` (one note). A row that puts all its weight on one anchor
     returns that anchor itself."""
-    if anchors.ndim != 2 or weights.ndim != 2 or weights.shape[1] != anchors.shape[0]:
-        raise ConfigError(f"mel_mix_fit needs anchors (K, D) and weights (P, K), got "
-                          f"{tuple(anchors.shape)} and {tuple(weights.shape)}")
+    if anchors.ndim < 2 or weights.ndim != 2 or weights.shape[1] != anchors.shape[0]:
+        raise ConfigError(f"mel_mix_fit needs anchors (K, D) or (K, D, F') and weights (P, K), "
+                          f"got {tuple(anchors.shape)} and {tuple(weights.shape)}")
     one = cond.select(slice(0, 1))
     weights = weights.to(anchors)
     with torch.no_grad():
         mels = model.decode_mel(anchors, one.expand(anchors.shape[0]))     # (K, n_mels, F)
         target = torch.einsum("pk,kmf->pmf", weights, mels)
-        line = weights @ anchors                                           # (P, D)
+        line = (weights @ anchors.flatten(1)).reshape(-1, *anchors.shape[1:])   # (P, ...)
     corner = (weights == 1).any(1)
     out = line.clone()
     out[corner] = anchors[weights[corner].argmax(1)]
@@ -375,7 +375,7 @@ def mel_mix_fit(model: Generator, anchors: torch.Tensor, weights: torch.Tensor, 
 
 def mel_crossfade_fit(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Conditions,
                       t: torch.Tensor, steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
-    """The "melfit" morph: latents a, b (1, D) and times t (n,) in [0, 1] -> (n, D) latents,
+    """The "melfit" morph: latents a, b (1, ...) and times t (n,) in [0, 1] -> (n, ...) latents,
     each fitted (`fit_mel`, from the lerp) to the crossfade (1 - t) mel_a + t mel_b of the two
     endpoints' decoded log-mels (`mel_mix_fit` with two anchors); t exactly 0 or 1 gives a or b
     itself."""

@@ -181,6 +181,20 @@ def _rel_error(model, z, target, cond):
     return ((mel - goal).square().sum((1, 2)) / goal.square().sum((1, 2)))
 
 
+def _melfit_against_lerp(model, a, b, cond, n=5):
+    """melfit and lerp morphs of n points; their relative mel errors against the endpoints'
+    log-mel crossfade. The melfit ends must be a and b exactly."""
+    from latent.interpolate import morph_points
+
+    z, line = morph_points(model, a, b, n, "melfit", cond), morph_points(model, a, b, n, "lerp")
+    assert torch.equal(z[0], a[0]) and torch.equal(z[-1], b[0])
+    with torch.no_grad():
+        ends = model.decode_mel(torch.cat([a, b]), cond.expand(2))
+    t = torch.linspace(0, 1, n).reshape(-1, 1, 1)
+    target = (1 - t) * ends[:1] + t * ends[1:]
+    return z, _rel_error(model, z, target, cond), _rel_error(model, line, target, cond)
+
+
 def test_fit_mel_moves_towards_a_reachable_target_and_leaves_the_weights(tiny_vae):
     from latent.interpolate import fit_mel
 
@@ -222,15 +236,8 @@ def test_melfit_morph_keeps_the_endpoints_and_beats_the_line_on_its_target(tiny_
     g = torch.Generator().manual_seed(3)
     cond = Conditions.note([64.0], [100.0])
     a, b = torch.randn(1, model.latent_dim, generator=g), torch.randn(1, model.latent_dim, generator=g)
-    z = morph_points(model, a, b, 5, "melfit", cond)
-    line = morph_points(model, a, b, 5, "lerp")
+    z, fit_err, line_err = _melfit_against_lerp(model, a, b, cond)
     assert z.shape == (5, model.latent_dim)
-    assert torch.equal(z[0], a[0]) and torch.equal(z[-1], b[0])
-    with torch.no_grad():
-        ends = model.decode_mel(torch.cat([a, b]), cond.expand(2))
-    t = torch.linspace(0, 1, 5).reshape(-1, 1, 1)
-    target = (1 - t) * ends[:1] + t * ends[1:]
-    fit_err, line_err = _rel_error(model, z, target, cond), _rel_error(model, line, target, cond)
     assert (fit_err[1:-1] < 0.9 * line_err[1:-1]).all(), (fit_err, line_err)
     # deterministic: the same call gives the same latents
     torch.testing.assert_close(morph_points(model, a, b, 5, "melfit", cond), z, rtol=0, atol=0)
@@ -246,9 +253,26 @@ def test_melfit_refuses_what_it_cannot_fit(tiny_vae):
         morph_points(tiny_vae, a, a, 3, "geodesic")
     with pytest.raises(ConfigError, match="init"):
         fit_mel(tiny_vae, a[0], torch.zeros(1, 4, 4), Conditions.note([60.0]))
+    additive = build("additive", debug=True).eval()
+    with pytest.raises(ConfigError, match="needs a mel generator"):
+        fit_mel(additive, torch.zeros(1, additive.latent_dim), torch.zeros(1, 4, 4),
+                Conditions.note([60.0]))
+
+
+def test_melfit_moves_a_vqvae_through_its_straight_through_quantiser():
+    """The VQ-VAE's pre-quantisation latents (1, D, F') are fitted through the quantiser's
+    straight-through gradient: the fitted codes decode nearer the crossfade than the straight
+    line's, the ends stay the anchors."""
+    torch.manual_seed(0)
     vq = build("vqvae", debug=True).eval()
-    with pytest.raises(ConfigError, match="continuous latent"):
-        fit_mel(vq, torch.zeros(1, vq.latent_dim), torch.zeros(1, 4, 4), Conditions.note([60.0]))
+    cond = Conditions.note([60.0], [100.0])
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        a, b = (vq.encode(0.3 * torch.randn(1, vq.n_frames * vq.feature_spec.hop_length, generator=g))
+                for _ in range(2))
+    z, fit_err, line_err = _melfit_against_lerp(vq, a, b, cond)
+    assert z.shape == (5, *a.shape[1:])
+    assert fit_err[1:-1].sum() < line_err[1:-1].sum(), (fit_err, line_err)
 
 
 def test_mel_mix_fit_returns_anchors_at_the_corners_and_fits_inside(tiny_vae):

@@ -122,8 +122,8 @@ def region_latents(model: Generator, region: Region, model_index: int) -> list[t
     pca = [_anchor(model, a, region.space) for a in region.anchors]
     fitted = region.morph == "melfit" and region.kind in ("xy", "path")
     if fitted and not supports_melfit(model):
-        raise SynthStudioError(f"morph: melfit needs a mel generator with a continuous latent "
-                               f"(the VAE), not {model.kind}")
+        raise SynthStudioError(f"morph: melfit needs a mel generator (the VAE or VQ-VAE), not "
+                               f"{model.kind}")
     if region.kind == "anchors":
         coords = pca
     elif fitted:

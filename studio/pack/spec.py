@@ -10,7 +10,7 @@ zones, velocity layers and round robins. The latent region says which latents:
 - `path`: `steps` instruments spaced evenly along a polyline of anchors, each segment by `morph`:
   "slerp" (the default) or "lerp" (straight; overshoots nothing both anchors share, the better
   straight path for `vae-gm` as measured by `bench.morph_modes`, docs/LATENT.md), or "melfit"
-  (the VAE only: each instrument is the latent whose note at C4, velocity 100, is closest to the
+  (mel generators: each instrument is the latent whose note at C4, velocity 100, is closest to the
   same mix of the anchors' decoded log-mels, `latent.interpolate.mel_mix_fit`; brightness then
   moves steadily between anchors, docs/VAE.md);
 - `random`: `count` instruments drawn uniformly inside the model's 1st-99th percentile box in PCA

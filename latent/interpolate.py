@@ -297,10 +297,18 @@ def _fit_length(audio: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # -- fitting latents to a target sound ------------------------------------------------------------
-#: Adam steps and learning rate of `fit_mel` (measured on vae-gm's atlas pairs, docs/VAE.md:
-#: 60 steps reach what 150 do; a larger rate fits worse).
+#: Adam steps of `fit_mel` for a continuous latent and for a quantised one, and the rate
+#: (docs/VAE.md, "Fitted morphs"): on vae-gm 60 steps reach what 150 do, and a rate of 0.15
+#: fits worse; vqvae-gm's quantised latent moves in jumps between codes and needs 150 (its note
+#: morphs: 0.83 / 0.58 monotonic at 60 steps, 0.92 / 0.83 at 150, no better at 300).
 FIT_STEPS = 60
+FIT_STEPS_QUANTISED = 150
 FIT_LR = 0.05
+
+
+def fit_steps(model: Generator) -> int:
+    """The default number of `fit_mel` steps for `model` (more for a quantised latent)."""
+    return FIT_STEPS_QUANTISED if hasattr(model, "codebook") else FIT_STEPS
 
 
 def supports_melfit(model: Generator) -> bool:
@@ -311,18 +319,19 @@ def supports_melfit(model: Generator) -> bool:
 
 
 def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Conditions,
-            steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
+            steps: int | None = None, lr: float = FIT_LR) -> torch.Tensor:
     """Latents whose decoded mel is as close as the decoder allows to `target`.
 
     Args:
         model: a mel generator (`supports_melfit`: the VAE, the VQ-VAE); its weights are
             not changed (gradients are taken for the latents only).
-        init: (P, D) starting latents (e.g. the straight line between two notes).
+        init: (P, D) starting latents (e.g. the straight line between two notes), or (P, D, F')
+            pre-quantisation latents of the VQ-VAE.
         target: (P, n_mels, F) natural-log mel magnitudes under the model's FeatureSpec.
         cond: conditions for one note (shared) or for P notes.
     Returns:
-        (P, D) latents after `steps` Adam steps (rate `lr`) on the sum over points of each
-        point's relative squared error of mel magnitudes, ||exp(mel) - exp(target)||^2 /
+        (P, ...) latents after `steps` Adam steps (default `fit_steps(model)`; rate `lr`) on
+        the sum over points of each point's relative squared error of mel magnitudes, ||exp(mel) - exp(target)||^2 /
         ||exp(target)||^2. Magnitudes, not log-mels: the loud bins that make a note's brightness
         dominate, not the near-silent ones a log error weighs alike. Points are independent (a
         point's result does not depend on the others), deterministic, on init's device.
@@ -333,6 +342,7 @@ def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Co
     if init.ndim < 2 or target.ndim != 3 or target.shape[0] != init.shape[0]:
         raise ConfigError(f"fit_mel needs init (P, D) or (P, D, F') and target (P, n_mels, F), got "
                           f"{tuple(init.shape)} and {tuple(target.shape)}")
+    steps = fit_steps(model) if steps is None else steps
     if steps < 0 or not lr > 0:
         raise ConfigError(f"fit_mel needs steps >= 0 and lr > 0, got {steps} and {lr}")
     cond = cond.expand(init.shape[0])
@@ -350,7 +360,7 @@ def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Co
 
 
 def mel_mix_fit(model: Generator, anchors: torch.Tensor, weights: torch.Tensor, cond: Conditions,
-                steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
+                steps: int | None = None, lr: float = FIT_LR) -> torch.Tensor:
     """Fitted mixes of K anchor latents: anchors (K, D), weights (P, K) (rows summing to 1, e.g.
     an XY pad's bilinear weights) -> (P, D) latents, each fitted (`fit_mel`, starting from the
     straight mix weights @ anchors) to the same mix of the anchors' decoded log-mels,
@@ -374,7 +384,7 @@ def mel_mix_fit(model: Generator, anchors: torch.Tensor, weights: torch.Tensor, 
 
 
 def mel_crossfade_fit(model: Generator, a: torch.Tensor, b: torch.Tensor, cond: Conditions,
-                      t: torch.Tensor, steps: int = FIT_STEPS, lr: float = FIT_LR) -> torch.Tensor:
+                      t: torch.Tensor, steps: int | None = None, lr: float = FIT_LR) -> torch.Tensor:
     """The "melfit" morph: latents a, b (1, ...) and times t (n,) in [0, 1] -> (n, ...) latents,
     each fitted (`fit_mel`, from the lerp) to the crossfade (1 - t) mel_a + t mel_b of the two
     endpoints' decoded log-mels (`mel_mix_fit` with two anchors); t exactly 0 or 1 gives a or b

@@ -120,9 +120,25 @@ def pad_fit(model) -> bool:
     return bool(ss.get("pad_fit")) and supports_melfit(model)
 
 
+def pad_point(model, x: float, y: float) -> torch.Tensor:
+    """(D,) coordinates of the pad point (x, y): the straight or, with the fit switch on, the
+    fitted mix of the corners at the pad's pitch and velocity (fits are remembered, so the latent
+    map's path costs nothing after the first time)."""
+    if not pad_fit(model):
+        return L.pad_coords(corners(model), x, y)
+    c = corners(model)
+    key = (id(model), tuple(c.flatten().tolist()), float(x), float(y), ss.pitch, ss.velocity)
+    cache = ss.setdefault("fit_cache", {})
+    if key not in cache:
+        if len(cache) > 256:
+            cache.clear()
+        note = L.Point(coords=[], pitch=ss.pitch, velocity=ss.velocity)
+        cache[key] = L.pad_coords(c, x, y, (model, note))
+    return cache[key]
+
+
 def corner_point(model) -> torch.Tensor:
-    note = L.Point(coords=[], pitch=ss.pitch, velocity=ss.velocity)
-    return L.pad_coords(corners(model), ss.pad_x, ss.pad_y, (model, note) if pad_fit(model) else None)
+    return pad_point(model, ss.pad_x, ss.pad_y)
 
 
 def on_pad_change(model, directions) -> None:
@@ -333,7 +349,7 @@ def path_panel(model, directions, point: L.Point) -> None:
 def latent_map_panel(model, atlas, point: L.Point) -> None:
     with st.expander("latent map", expanded=False):
         names = [ss[f"corner_{i}"] for i in range(4)]
-        path = [L.pad_coords(corners(model), x, y).tolist() for x, y in ss.path]
+        path = [pad_point(model, x, y).tolist() for x, y in ss.path]
         st.image(L.latent_map_picture(model, atlas, ss.anchors, names, point.coords, path),
                  caption=("corpus instruments (mean latent of their training notes), the four "
                           "corners, the current point (red) and the path (green), in the first "

@@ -331,10 +331,11 @@ def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Co
         cond: conditions for one note (shared) or for P notes.
     Returns:
         (P, ...) latents after `steps` Adam steps (default `fit_steps(model)`; rate `lr`) on
-        the sum over points of each point's relative squared error of mel magnitudes, ||exp(mel) - exp(target)||^2 /
-        ||exp(target)||^2. Magnitudes, not log-mels: the loud bins that make a note's brightness
-        dominate, not the near-silent ones a log error weighs alike. Points are independent (a
-        point's result does not depend on the others), deterministic, on init's device.
+        the sum over points of each point's relative squared error of mel magnitudes,
+        ||exp(mel) - exp(target)||^2 / ||exp(target)||^2. Magnitudes, not log-mels: the loud
+        bins that make a note's brightness dominate, not the near-silent ones a log error weighs
+        alike. Points are independent (a point's result does not depend on the others),
+        deterministic, on init's device.
     """
     if not supports_melfit(model):
         raise ConfigError(f"melfit needs a mel generator (the VAE or VQ-VAE), not "
@@ -361,8 +362,9 @@ def fit_mel(model: Generator, init: torch.Tensor, target: torch.Tensor, cond: Co
 
 def mel_mix_fit(model: Generator, anchors: torch.Tensor, weights: torch.Tensor, cond: Conditions,
                 steps: int | None = None, lr: float = FIT_LR) -> torch.Tensor:
-    """Fitted mixes of K anchor latents: anchors (K, D), weights (P, K) (rows summing to 1, e.g.
-    an XY pad's bilinear weights) -> (P, D) latents, each fitted (`fit_mel`, starting from the
+    """Fitted mixes of K anchor latents: anchors (K, D) (VQ-VAE: (K, D, F')), weights (P, K)
+    (rows summing to 1, e.g. an XY pad's bilinear weights) -> (P, D) (or (P, D, F')) latents,
+    each fitted (`fit_mel`, starting from the
     straight mix weights @ anchors) to the same mix of the anchors' decoded log-mels,
     sum_k w_k mel_k, at the note `cond` (one note). A row that puts all its weight on one anchor
     returns that anchor itself."""

@@ -297,7 +297,7 @@ def pad_panel(model, directions) -> None:
                       help="Instead of the straight mix of the corners' latents, the latent whose "
                            "note (at this pitch and velocity) is closest to the same mix of the "
                            "corners' spectrograms: brightness then moves steadily between "
-                           "corners (on by default). About 0.3 s per move.")
+                           "corners (on by default). About half a second per move.")
         ranges = L.trained_ranges(model)
         lo, hi = ranges.get("pitch", (0, 127))
         st.slider(f"pitch (MIDI; trained {lo:g}-{hi:g})", 0, 127, key="pitch")

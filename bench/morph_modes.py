@@ -73,8 +73,8 @@ def main() -> None:
                   f"{r['decoded_wide_pairs']} whose decoded endpoints differ by 25 %); "
                   f"{r['seconds_per_pair']:.2f} s per pair on {args.threads} thread(s)")
     payload = {"model": args.model, "modes": modes, "threads": args.threads, "kind": model.kind,
-               "corpus_hash": corpus.hash,
-               "results": results, "seconds": time.perf_counter() - start}
+               "corpus_hash": corpus.hash, "results": results,
+               "seconds": time.perf_counter() - start}
     print(f"wrote {write_result(args.name or f'morph_modes_{model.kind}', payload)}")
 
 

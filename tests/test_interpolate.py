@@ -195,16 +195,20 @@ def _melfit_against_lerp(model, a, b, cond, n=5):
     return z, _rel_error(model, z, target, cond), _rel_error(model, line, target, cond)
 
 
+def _start_and_target(model, seed, cond, n=3):
+    """n random starting latents and the decoded mels of n other random latents (reachable)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        target = model.decode_mel(torch.randn(n, model.latent_dim, generator=g), cond.expand(n))
+    return torch.randn(n, model.latent_dim, generator=g), target
+
+
 def test_fit_mel_moves_towards_a_reachable_target_and_leaves_the_weights(tiny_vae):
     from latent.interpolate import fit_mel
 
     model = tiny_vae
-    g = torch.Generator().manual_seed(1)
     cond = Conditions.note([60.0], [100.0])
-    truth = torch.randn(3, model.latent_dim, generator=g)
-    with torch.no_grad():
-        target = model.decode_mel(truth, cond.expand(3))
-    init = torch.randn(3, model.latent_dim, generator=g)
+    init, target = _start_and_target(model, 1, cond)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fitted = fit_mel(model, init, target, cond, steps=80, lr=0.05)
     err0, err1 = _rel_error(model, init, target, cond), _rel_error(model, fitted, target, cond)
@@ -219,11 +223,8 @@ def test_fit_mel_points_are_independent(tiny_vae):
     from latent.interpolate import fit_mel
 
     model = tiny_vae
-    g = torch.Generator().manual_seed(2)
     cond = Conditions.note([57.0], [90.0])
-    init = torch.randn(3, model.latent_dim, generator=g)
-    with torch.no_grad():
-        target = model.decode_mel(torch.randn(3, model.latent_dim, generator=g), cond.expand(3))
+    init, target = _start_and_target(model, 2, cond)
     joint = fit_mel(model, init, target, cond, steps=10)
     single = torch.cat([fit_mel(model, init[i:i + 1], target[i:i + 1], cond, steps=10) for i in range(3)])
     torch.testing.assert_close(joint, single, rtol=1e-4, atol=1e-5)

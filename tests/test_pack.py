@@ -107,7 +107,6 @@ def test_regions_interpolate_in_pca_space(additive_path):
     assert (coords >= model.latent_low - 1e-5).all() and (coords <= model.latent_high + 1e-5).all()
 
 
-
 def test_melfit_regions_fit_the_anchors_sound(additive_path):
     """`morph: melfit` (the VAE): the path's ends are its anchors, its middle is the fitted
     latent (nearer the anchors' log-mel crossfade at C4 than the straight mix); a model that
@@ -132,6 +131,7 @@ def test_melfit_regions_fit_the_anchors_sound(additive_path):
     with pytest.raises(SynthStudioError, match="melfit needs"):
         region_latents(load_model(additive_path).eval(),
                        Region(kind="path", anchors=anchors, steps=3, morph="melfit"), 0)
+
 
 # -- the pack -----------------------------------------------------------------------------------
 def test_sfz_parses_with_sfzen_and_points_at_the_right_files(pack):

@@ -82,7 +82,8 @@ def pghi_angles(magnitude: torch.Tensor, spec: FeatureSpec, tol_db: float = 60.0
     edge = torch.full_like(s[:, :1], math.inf)
     # a lobe boundary is a local minimum by more than float32 rounding (PGHI_FLAT nats): on a
     # flat stretch (an impulse's spectrum) rounding noise would otherwise cut the lobe at random
-    lower = (s <= torch.cat([edge, s[:, :-1]], 1) + PGHI_FLAT) & (s < torch.cat([s[:, 1:], edge], 1) - PGHI_FLAT)
+    lower = ((s <= torch.cat([edge, s[:, :-1]], 1) + PGHI_FLAT)
+             & (s < torch.cat([s[:, 1:], edge], 1) - PGHI_FLAT))
     lobe = lower.long().cumsum(1)  # (B, bins, F): lobe index of each bin
     quiet = s < s.amax(dim=(1, 2), keepdim=True) - tol_db / 20 * math.log(10)
     index = bins.long().expand(b, k)

@@ -117,8 +117,19 @@ def _anchor(model: Generator, values: list[float], space: str) -> torch.Tensor:
     return torch.cat([v, torch.zeros(d - v.numel())])
 
 
+def _path_stops(steps: int, n: int) -> list[tuple[int, float]]:
+    """`steps` instruments evenly along a polyline of n anchors: (segment, t within it) each."""
+    out = []
+    for k in range(steps):
+        pos = k / (steps - 1) * (n - 1)
+        seg = min(int(pos), n - 2)
+        out.append((seg, pos - seg))
+    return out
+
+
 def region_latents(model: Generator, region: Region, model_index: int) -> list[torch.Tensor]:
-    """The instruments' latents (D,) for one model, interpolated in PCA-normalised space."""
+    """The instruments' latents (D,) for one model, interpolated in PCA-normalised space
+    (`morph: melfit`: fitted to the anchors' decoded mels, `latent.interpolate.mel_mix_fit`)."""
     pca = [_anchor(model, a, region.space) for a in region.anchors]
     fitted = region.morph == "melfit" and region.kind in ("xy", "path")
     if fitted and not supports_melfit(model):
@@ -127,15 +138,12 @@ def region_latents(model: Generator, region: Region, model_index: int) -> list[t
     if region.kind == "anchors":
         coords = pca
     elif fitted:
-        n = len(pca)
         if region.kind == "xy":
             weights = torch.as_tensor(bilinear(torch.eye(4), region.x, region.y))[None].float()
         else:
-            weights = torch.zeros(region.steps, n)
-            for k in range(region.steps):
-                pos = k / (region.steps - 1) * (n - 1)
-                seg = min(int(pos), n - 2)
-                weights[k, seg], weights[k, seg + 1] = 1 - (pos - seg), pos - seg
+            weights = torch.zeros(region.steps, len(pca))
+            for k, (seg, t) in enumerate(_path_stops(region.steps, len(pca))):
+                weights[k, seg], weights[k, seg + 1] = 1 - t, t
         device = model.latent_mean.device
         with torch.no_grad():
             anchors = model.from_pca(torch.stack(pca).float().to(device))
@@ -144,12 +152,9 @@ def region_latents(model: Generator, region: Region, model_index: int) -> list[t
     elif region.kind == "xy":
         coords = [torch.as_tensor(bilinear(torch.stack(pca), region.x, region.y))]
     elif region.kind == "path":
-        coords = []
-        for k in range(region.steps):
-            pos = k / (region.steps - 1) * (len(pca) - 1)
-            seg = min(int(pos), len(pca) - 2)
-            mix = slerp if region.morph == "slerp" else lerp
-            coords.append(torch.as_tensor(mix(pca[seg], pca[seg + 1], pos - seg)))
+        mix = slerp if region.morph == "slerp" else lerp
+        coords = [torch.as_tensor(mix(pca[seg], pca[seg + 1], t))
+                  for seg, t in _path_stops(region.steps, len(pca))]
     else:
         low, high = model.latent_low.float(), model.latent_high.float()
         coords = []

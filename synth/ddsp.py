@@ -57,6 +57,12 @@ class DDSPConfig:
     frame_rate: int = 250
     n_harmonics: int = 60
     n_noise_bands: int = 65
+    #: Taps of the noise filter's window at the model's rate (scaled with the output rate;
+    #: capped at 2 (n_noise_bands - 1), the filter's own length). None: ddsp's 257 at every
+    #: rate. 65 bands (125 Hz apart, a 128-tap filter) cannot shape the noise between the widely
+    #: spaced partials of a high note, where it carries much of the timbre; 257 bands with a
+    #: 512-tap window can (docs/DDSP.md, "Finer noise").
+    noise_window: int | None = None
     hidden: int = 512
     latent_dim: int = 16
     z_mode: str = "global"
@@ -175,6 +181,26 @@ class DDSPGenerator(Generator):
         self.register_buffer("velocity_db", torch.linspace(-50.0, -10.0, 128))
         self.register_buffer("loudness_range", torch.tensor([-80.0, 0.0]))
         self.register_buffer("pitch_range", torch.tensor([24.0, 96.0]))
+
+    def adapt_init_state(self, state: dict[str, torch.Tensor], source: "DDSPGenerator"
+                         ) -> dict[str, torch.Tensor]:
+        """`--init` from a checkpoint with another `n_noise_bands`: the dense layer's noise rows
+        (weights and bias, i.e. the band logits) are resampled along frequency by linear
+        interpolation between the bands' centre frequencies (both span 0 Hz to Nyquist), so the
+        model starts with the checkpoint's noise filter drawn at the new resolution; every
+        other tensor is untouched. Returns the adapted copy of `state`."""
+        old, new = source.config.n_noise_bands, self.config.n_noise_bands
+        if old == new or "dense.weight" not in state:
+            return state
+        keep = 1 + self.config.n_harmonics
+        state = dict(state)
+        for name in ("dense.weight", "dense.bias"):
+            t = state[name]
+            head, rows = t[:keep], t[keep:]
+            x = rows.T if rows.ndim == 2 else rows[None]  # (in, old bands)
+            grid = F.interpolate(x[:, None, :], size=new, mode="linear", align_corners=True)[:, 0]
+            state[name] = torch.cat([head, grid.T if rows.ndim == 2 else grid[0]])
+        return state
 
     @property
     def note_analyses(self) -> tuple[str, ...]:
@@ -373,11 +399,14 @@ class DDSPGenerator(Generator):
             n_bands = max(2, round(noise_mags.shape[-1] * (sr / 2) / (self.sample_rate / 2)))
             extra = noise_mags.new_zeros(*noise_mags.shape[:2], n_bands - noise_mags.shape[-1])
             noise_mags = torch.cat([noise_mags, extra], dim=-1)
+        window = 257 if self.config.noise_window is None else \
+            max(3, round(self.config.noise_window * sr / self.sample_rate))
         if isinstance(generator, int):
             white = seeded_uniform_noise(generator, noise_mags.shape[0], padded)
-            noise = filtered_noise(noise_mags, padded, noise=white.to(noise_mags))
+            noise = filtered_noise(noise_mags, padded, noise=white.to(noise_mags),
+                                   window_size=window)
         else:
-            noise = filtered_noise(noise_mags, padded, generator=generator)
+            noise = filtered_noise(noise_mags, padded, generator=generator, window_size=window)
         noise = noise[:, :n_samples]
         return harmonic, noise
 

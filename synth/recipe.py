@@ -137,13 +137,18 @@ def init_weights(model: torch.nn.Module, path: str, widen: bool = False) -> list
     another shape (latent statistics, refitted after training) start fresh. The widened model
     must compute what the checkpoint did: its training losses on an example batch are compared
     with the checkpoint's and a difference is refused (widening inside a GRU or a LayerNorm
-    would not preserve the function)."""
+    would not preserve the function).
+
+    A model may define `adapt_init_state(state, source) -> state` to map the checkpoint's tensors
+    onto its own config first (DDSP: noise bands resampled along frequency)."""
     from synth.checkpoint import load_model
 
     source = load_model(path)
     if source.kind != model.kind:
         raise ConfigError(f"--init {path} is a {source.kind} model, not {model.kind}")
     ours, theirs = model.state_dict(), source.state_dict()
+    if hasattr(model, "adapt_init_state"):  # e.g. DDSP's noise bands resampled along frequency
+        theirs = model.adapt_init_state(theirs, source)
     params = {name for name, _ in model.named_parameters()}
     fresh = [name for name in ours if name not in theirs]
     grown: dict[str, torch.Tensor] = {}

@@ -333,3 +333,39 @@ def test_inharmonic_model_learns_the_analysed_coefficient_and_fine_tunes_from_a_
         plain = model.synthesize(*model.note_curves(cond.expand(1), stretched.shape[-1] // model.hop_length),
                                  z[:1], inharmonicity=torch.zeros(1), generator=0)
     assert stretched.shape == plain.shape and not torch.allclose(stretched, plain, atol=1e-4)
+
+
+def test_init_resamples_the_noise_bands_and_a_finer_filter_is_narrower(model, tmp_path):
+    """`--init` into a model with more noise bands: harmonic controls unchanged, the checkpoint's
+    band magnitudes kept at their own frequencies (9 -> 17 bands: every second new band) and
+    interpolated between; and the finer filter (more bands, longer window) passes a narrower
+    band of noise, which is what it is for."""
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    path = save_model(model, tmp_path / "coarse.safetensors")
+    fine = build("ddsp", {**model.config.__dict__, "n_noise_bands": 17, "noise_window": 32}).eval()
+    assert init_weights(fine, str(path)) == []
+    z = torch.randn(2, 40, model.latent_dim, generator=torch.Generator().manual_seed(1))
+    f0 = torch.tensor([[220.0], [330.0]]).expand(2, 40)
+    ld = torch.full((2, 40), -20.0)
+    with torch.no_grad():
+        (h0, m0), (h1, m1) = model.get_controls(f0, ld, z), fine.get_controls(f0, ld, z)
+    torch.testing.assert_close(h1.distribution, h0.distribution)
+    torch.testing.assert_close(h1.amplitude, h0.amplitude)
+    torch.testing.assert_close(m1[..., ::2], m0)
+    lo, hi = torch.minimum(m0[..., :-1], m0[..., 1:]), torch.maximum(m0[..., :-1], m0[..., 1:])
+    assert ((m1[..., 1::2] >= lo - 1e-6) & (m1[..., 1::2] <= hi + 1e-6)).all()
+
+    def width(m, bands):  # spectral width (Hz above half power) of noise through one band
+        mags = torch.zeros(1, 40, bands)
+        mags[..., bands // 2] = 1.0
+        parts = m.get_parts(h0._replace(amplitude=h0.amplitude[:1] * 0,
+                                        distribution=h0.distribution[:1],
+                                        f0_hz=h0.f0_hz[:1]), mags, 40 * m.hop_length, generator=0)
+        power = torch.fft.rfft(parts[1][0]).abs().pow(2)
+        power = torch.nn.functional.avg_pool1d(power[None, None], 33, 1, 16)[0, 0]
+        bin_hz = m.sample_rate / parts[1].shape[-1]
+        return float((power > power.max() / 2).sum()) * bin_hz
+
+    assert width(fine, 17) < 0.6 * width(model, 9)

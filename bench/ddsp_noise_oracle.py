@@ -1,0 +1,143 @@
+"""How fine must DDSP's filtered noise be to carry what the harmonics miss? An oracle check.
+
+    python -m bench.ddsp_noise_oracle --model ddsp-gm --n 48
+    python -m bench.ddsp_noise_oracle --model ddsp-gm --n 96 --bands 65:128,129:256,257:512
+
+For held-out notes (the `bench.ddsp_eval` picks) the model's own harmonic part (its resynthesis,
+noise left out) is completed by an *oracle* noise: filtered noise whose band magnitudes, frame by
+frame, are the original's power left over by that harmonic part (|X|^2 - |H|^2, floored at 0,
+1024-point STFT on the model's frame grid), averaged into M linear bands from 0 Hz to Nyquist
+and played through `synth.dsp_filters.filtered_noise` with a W-tap window (each `--bands M:W`;
+the filter's level calibrated on white noise). The bundled note classifier's GM-family accuracy
+then says what a noise part of each resolution could carry if the network drew it right. It
+sees the original, so it bounds a model of that resolution; it is not a model. Rows: the
+originals, the model's resynthesis, the model's harmonic part with its own noise (the same as
+the resynthesis without the loudness lock) and one row per resolution. Writes
+bench/results/<name>.json (default ddsp_noise_oracle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench.common import write_result  # noqa: E402
+from bench.ddsp_eval import pick, resynth  # noqa: E402
+from synth.base import Conditions  # noqa: E402
+from synth.catalog import load_named  # noqa: E402
+from synth.data.corpus import Corpus  # noqa: E402
+from synth.dsp_filters import filtered_noise  # noqa: E402
+from synth.pitch import midi_to_hz  # noqa: E402
+
+N_FFT = 1024
+
+
+def frame_power(x: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
+    """(B, T) -> (B, frames, N_FFT // 2 + 1) STFT power (Hann, centred)."""
+    spec = torch.stft(x, N_FFT, hop, window=torch.hann_window(N_FFT, device=x.device),
+                      center=True, return_complex=True)
+    return spec.abs().pow(2).transpose(1, 2)[:, :frames]
+
+
+def to_bands(power: torch.Tensor, bands: int) -> torch.Tensor:
+    """(B, F, K) power per STFT bin -> (B, F, bands) mean power around `bands` linear points."""
+    mode = "area" if bands <= power.shape[-1] else "linear"
+    return F.interpolate(power, size=bands, mode=mode)
+
+
+class OracleNoise:
+    """Filtered noise whose per-band output power meets a target (calibrated once per
+    resolution on a flat filter)."""
+
+    def __init__(self, hop: int) -> None:
+        self.hop, self.gain = hop, {}
+
+    def __call__(self, target: torch.Tensor, window: int, n_samples: int) -> torch.Tensor:
+        """target: (B, F, M) band power -> (B, n_samples) noise."""
+        frames, bands = target.shape[1:]
+        if (bands, window) not in self.gain:
+            flat = filtered_noise(torch.ones(1, frames, bands), n_samples, window_size=window,
+                                  generator=torch.Generator().manual_seed(1))
+            got = to_bands(frame_power(flat, self.hop, frames), bands)
+            self.gain[bands, window] = float(got[..., 1:-1].mean())
+        mags = (target / self.gain[bands, window]).sqrt()
+        return filtered_noise(mags, n_samples, window_size=window,
+                              generator=torch.Generator().manual_seed(0))
+
+
+def resolutions(text: str) -> list[tuple[int, int]]:
+    """'65:128,257:512' -> [(65, 128), (257, 512)] (bands:window taps)."""
+    out = []
+    for item in text.split(","):
+        bands, window = (int(v) for v in item.split(":"))
+        if bands < 2 or window < 3:
+            raise ValueError(item)
+        out.append((bands, window))
+    return out
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ddsp-gm", help="bundled name or checkpoint path")
+    ap.add_argument("--corpus", default="data/gm")
+    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--bands", type=resolutions, default=resolutions(
+        "65:128,129:256,257:256,257:512,385:768,513:1024"),
+        help="comma-separated BANDS:WINDOW noise resolutions (65:128 is ddsp's, as trained)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="ddsp_noise_oracle")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = load_named(args.model).eval()
+    clf = load_named("classifier-gm").eval()
+    corpus = Corpus.open(args.corpus)
+    idx = pick(corpus, "test", "train", args.n, 0)
+    sr, hop = model.sample_rate, model.hop_length
+    oracle = OracleNoise(hop)
+    hits: dict[str, int] = {}
+    for s in range(0, len(idx), args.batch):
+        part = idx[s:s + args.batch]
+        audio = torch.from_numpy(corpus.waveform(part)).float()
+        n = audio.shape[-1] // hop * hop
+        audio, frames = audio[:, :n], n // hop
+        pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in part])
+        truth = torch.tensor([int(corpus.notes[i]["family_id"]) for i in part])
+        f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
+        ld = model.analyze_loudness(audio)
+        z = model.encode(audio, Conditions(pitch=pitch))
+        zf = z[:, None, :].expand(-1, frames, -1) if z.ndim == 2 else z
+        harm, mags = model.get_controls(f0, ld, zf)
+        harmonic, noise = model.get_parts(harm, mags, n, generator=0)
+        rows = {"original": audio, "model resynthesis": resynth(model, audio, pitch),
+                "model harmonic + model noise": harmonic + noise}
+        left = (frame_power(audio, hop, frames) - frame_power(harmonic, hop, frames)).clamp_min(0)
+        for bands, window in args.bands:
+            rows[f"model harmonic + oracle noise, {bands} bands, {window}-tap window"] = \
+                harmonic + oracle(to_bands(left, bands), window, n)
+        for name, x in rows.items():
+            guess = clf.family_logits(x, sr).argmax(-1)
+            hits[name] = hits.get(name, 0) + int((guess == truth).sum())
+        print(f"{s + len(part)}/{len(idx)} notes", flush=True)
+    acc = {k: v / len(idx) for k, v in hits.items()}
+    print("| render | family accuracy |\n|---|---|")
+    for k, v in acc.items():
+        print(f"| {k} | {v:.2f} ({hits[k]} of {len(idx)}) |")
+    meta = getattr(model, "checkpoint_meta", {})
+    path = write_result(args.name, {"model": args.model, "steps": meta.get("steps"),
+                                    "n": len(idx), "family_accuracy": acc, "hits": hits,
+                                    "noise_bands": model.config.n_noise_bands,
+                                    "wall_s": time.perf_counter() - start})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,13 +6,13 @@
 For held-out notes (the `bench.ddsp_eval` picks) the model's own harmonic part (its resynthesis,
 noise left out) is completed by an *oracle* noise: filtered noise whose band magnitudes, frame by
 frame, are the original's power left over by that harmonic part (|X|^2 - |H|^2, floored at 0,
-1024-point STFT on the model's frame grid), averaged into M linear bands from 0 Hz to Nyquist
-and played through `synth.dsp_filters.filtered_noise` with a W-tap window (each `--bands M:W`;
-the filter's level calibrated on white noise). The bundled note classifier's GM-family accuracy
-then says what a noise part of each resolution could carry if the network drew it right. It
-sees the original, so it bounds a model of that resolution; it is not a model. Rows: the
-originals, the model's resynthesis, the model's harmonic part with its own noise (the same as
-the resynthesis without the loudness lock) and one row per resolution. Writes
+1024-point STFT on the model's frame grid), read at M band points from 0 Hz to Nyquist
+(`band_weights`: each band's local mean) and played through `synth.dsp_filters.filtered_noise`
+with a W-tap window (each `--bands M:W`; the level calibrated on white noise). The bundled note
+classifier's GM-family accuracy then says what a noise part of each resolution could carry if
+the network drew it right. It sees the original, so it bounds a model of that resolution; it is
+not a model. Rows: the originals, the model's resynthesis, the model's harmonic part with its
+own noise (the resynthesis without the loudness lock) and one row per resolution. Writes
 bench/results/<name>.json (default ddsp_noise_oracle).
 """
 
@@ -25,14 +25,13 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
 from bench.ddsp_eval import pick, resynth  # noqa: E402
 from synth.base import Conditions  # noqa: E402
 from synth.catalog import load_named  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
-from synth.dsp_filters import filtered_noise  # noqa: E402
+from synth.dsp_filters import band_weights, filtered_noise  # noqa: E402
 from synth.pitch import midi_to_hz  # noqa: E402
 
 N_FFT = 1024
@@ -46,9 +45,9 @@ def frame_power(x: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
 
 
 def to_bands(power: torch.Tensor, bands: int) -> torch.Tensor:
-    """(B, F, K) power per STFT bin -> (B, F, bands) mean power around `bands` linear points."""
-    mode = "area" if bands <= power.shape[-1] else "linear"
-    return F.interpolate(power, size=bands, mode=mode)
+    """(B, F, K) power per STFT bin -> (B, F, bands): the local mean around each of the noise
+    filter's band points (`band_weights`, triangular, centred on the band's frequency)."""
+    return power @ band_weights(power.shape[-1], bands, power.device, power.dtype)
 
 
 class OracleNoise:

@@ -163,6 +163,21 @@ def filtered_noise(magnitudes: torch.Tensor, n_samples: int,
     return frequency_filter(noise, magnitudes, window_size=window_size)
 
 
+def band_weights(n_bins: int, n_bands: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n_bins, n_bands) triangular weights that read a spectrum (n_bins from 0 Hz to Nyquist)
+    at `filtered_noise`'s band points (n_bands from 0 Hz to Nyquist, equally spaced): band j
+    weighs the bins within one band spacing of its point, linearly falling to 0, normalised to
+    sum to 1 (the first and last bands are half triangles). `spectrum @ weights` is each band's
+    local mean, centred on its own frequency."""
+    bins = torch.linspace(0.0, 1.0, n_bins, dtype=torch.float64)[:, None]
+    points = torch.linspace(0.0, 1.0, n_bands, dtype=torch.float64)[None, :]
+    spacing = 1.0 / max(n_bands - 1, 1)
+    w = (1.0 - (bins - points).abs() / spacing).clamp_min(0.0)
+    w = w / w.sum(0, keepdim=True).clamp_min(1e-12)
+    return w.to(device=device, dtype=dtype)
+
+
 def reverb(audio: torch.Tensor, ir: torch.Tensor, add_dry: bool = True) -> torch.Tensor:
     """Convolution reverb (``ddsp.effects.Reverb.get_signal``).
 

@@ -496,3 +496,18 @@ def test_golden_reverb(golden):
     256-tap IR given as (K,). Tolerance 5e-6 (FFT round-off, measured 1.2e-7, peak 1.4)."""
     g = golden
     assert _max_err(dsp.reverb(g["harm_audio_window"], g["rev_ir"]), g["rev_out"]) < 5e-6
+
+
+@pytest.mark.parametrize("bands", [9, 65, 257])
+def test_band_weights_read_each_band_at_its_own_frequency(bands):
+    """Each band's local mean of a spectrum that rises linearly with frequency is the band's own
+    frequency (interior bands; a plain area average over equal chunks would be half a band off),
+    and a flat spectrum reads flat."""
+    from synth.dsp_filters import band_weights
+
+    w = band_weights(513, bands, dtype=torch.float64)
+    freq = torch.linspace(0.0, 1.0, 513, dtype=torch.float64)
+    points = torch.linspace(0.0, 1.0, bands, dtype=torch.float64)
+    torch.testing.assert_close((freq @ w)[1:-1], points[1:-1], atol=1e-9, rtol=0)
+    torch.testing.assert_close(torch.ones(513, dtype=torch.float64) @ w,
+                               torch.ones(bands, dtype=torch.float64))

@@ -121,6 +121,15 @@ class DDSPConfig:
     #: expectation, so a fine noise filter (`n_noise_bands` 257) gets a clean gradient
     #: towards what the harmonics miss. 0: off (as ddsp).
     noise_loss_weight: float = 0.0
+    #: A direct path from (z, pitch) to the noise filter: a small MLP whose output is added to
+    #: the decoder's noise band logits at every frame (as `z_distribution` does for the
+    #: harmonics). What the harmonics miss in a note is largely one fixed fine pattern (31 Hz
+    #: bands): the frame-wise coarse envelope of the leftover power times its note-mean fine
+    #: pattern is recognised as often as the leftover itself (bench/ddsp_noise_oracle.py,
+    #: docs/DDSP.md). Its last layer starts at zero (`--init` keeps the checkpoint's outputs)
+    #: and learns at `z_noise_lr_scale` x the learning rate.
+    z_noise: bool = False
+    z_noise_lr_scale: float = 5.0
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -179,6 +188,12 @@ class DDSPGenerator(Generator):
                                         nn.Linear(c.hidden, c.n_harmonics))
             nn.init.zeros_(self.z_dist[-1].weight)
             nn.init.zeros_(self.z_dist[-1].bias)
+        if c.z_noise:
+            self.z_noise = nn.Sequential(nn.Linear(c.latent_dim + 1, c.hidden), nn.LeakyReLU(),
+                                         nn.Linear(c.hidden, c.hidden), nn.LeakyReLU(),
+                                         nn.Linear(c.hidden, c.n_noise_bands))
+            nn.init.zeros_(self.z_noise[-1].weight)
+            nn.init.zeros_(self.z_noise[-1].bias)
         self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate)) if c.reverb else None
         if c.inharmonicity:
             self.inharm_head = nn.Sequential(nn.Linear(c.latent_dim + 1, 64), nn.LeakyReLU(),
@@ -346,6 +361,8 @@ class DDSPGenerator(Generator):
         amp, dist, noise = out.split([1, c.n_harmonics, c.n_noise_bands], dim=-1)
         if c.z_distribution:
             dist = dist + self.z_dist(torch.cat([z, f0_in], dim=-1))
+        if c.z_noise:
+            noise = noise + self.z_noise(torch.cat([z, f0_in], dim=-1))
         dist = dist + self._tilt(controls)
         harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate,
                                      inharmonicity=inharmonicity)
@@ -697,13 +714,21 @@ class DDSPGenerator(Generator):
     def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
         """AdamW over everything; the inharmonicity head's output offset (its last bias) in its
-        own group at `inharmonicity_lr_scale` x lr (the head's weights would diverge there)."""
-        if not self.config.inharmonicity:
+        own group at `inharmonicity_lr_scale` x lr (the head's weights would diverge there), the
+        `z_noise` path's last layer at `z_noise_lr_scale` x lr."""
+        c = self.config
+        if not c.inharmonicity and not c.z_noise:
             return super().make_optimizers(lr, betas, weight_decay)
-        offset = self.inharm_head[-1].bias
-        rest = [p for p in self.parameters() if p is not offset]
-        groups = [{"params": rest},
-                  {"params": [offset], "lr": lr * self.config.inharmonicity_lr_scale}]
+        groups, special = [], set()
+        if c.inharmonicity:
+            offset = self.inharm_head[-1].bias
+            groups.append({"params": [offset], "lr": lr * c.inharmonicity_lr_scale})
+            special.add(id(offset))
+        if c.z_noise:
+            last = list(self.z_noise[-1].parameters())
+            groups.append({"params": last, "lr": lr * c.z_noise_lr_scale})
+            special.update(id(p) for p in last)
+        groups.insert(0, {"params": [p for p in self.parameters() if id(p) not in special]})
         return {"main": torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)}
 
     @torch.no_grad()

@@ -397,3 +397,33 @@ def test_noise_term_recovers_a_noise_filter_from_its_audio(model):
     err_db = 20 * (log_mags.detach().exp().mean(1) / true.mean(1)).log10().abs()
     assert float(loss.detach()) < 0.5 * first
     assert float(err_db[:, 1:-1].max()) < 1.5, err_db
+
+
+def test_z_noise_path_starts_silent_and_learns_faster(model, tmp_path):
+    """`z_noise`: `--init` from a model without it starts from that model's exact noise (the
+    path's last layer is zero), the path then gets gradient, and its last layer has its own
+    optimiser group at `z_noise_lr_scale` x the learning rate."""
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    path = save_model(model, tmp_path / "plain.safetensors")
+    cfg = {**model.config.__dict__, "z_noise": True, "noise_loss_weight": 1.0}
+    znoise = build("ddsp", cfg)
+    fresh = init_weights(znoise, str(path))
+    assert fresh and all(name.startswith("z_noise.") for name in fresh)
+    z = torch.randn(2, 40, model.latent_dim, generator=torch.Generator().manual_seed(1))
+    f0, ld = torch.tensor([[220.0], [330.0]]).expand(2, 40), torch.full((2, 40), -20.0)
+    with torch.no_grad():
+        torch.testing.assert_close(znoise.eval().get_controls(f0, ld, z)[1],
+                                   model.get_controls(f0, ld, z)[1])
+    znoise.train()
+    losses = znoise.training_step(znoise.example_batch(2, torch.Generator().manual_seed(0)))
+    assert "noise/frames" in losses and torch.isfinite(losses["noise/frames"])
+    sum(losses[k] * znoise.loss_weights().get(k, 1.0) for k in losses).backward()
+    assert znoise.z_noise[-1].weight.grad.abs().sum() > 0
+    opt = znoise.make_optimizers(1e-3)["main"]
+    last = {id(p) for p in znoise.z_noise[-1].parameters()}
+    scaled = [g for g in opt.param_groups if {id(p) for p in g["params"]} == last]
+    assert len(scaled) == 1
+    assert scaled[0]["lr"] == pytest.approx(1e-3 * znoise.config.z_noise_lr_scale)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(znoise.parameters()))

@@ -12,7 +12,10 @@ with a W-tap window (each `--bands M:W`; the level calibrated on white noise). T
 classifier's GM-family accuracy then says what a noise part of each resolution could carry if
 the network drew it right. It sees the original, so it bounds a model of that resolution; it is
 not a model. Rows: the originals, the model's resynthesis, the model's harmonic part with its
-own noise (the resynthesis without the loudness lock) and one row per resolution. Writes
+own noise (the resynthesis without the loudness lock), one row per resolution, and two rows that
+split the oracle into a 65-band envelope per frame times one fine pattern per note (the whole
+note's, or the first second's: `static_pattern`), what a static (z, pitch) -> fine-noise path
+(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. Writes
 bench/results/<name>.json (default ddsp_noise_oracle).
 """
 
@@ -25,6 +28,7 @@ import time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
 from bench.ddsp_eval import pick, resynth  # noqa: E402
@@ -48,6 +52,20 @@ def to_bands(power: torch.Tensor, bands: int) -> torch.Tensor:
     """(B, F, K) power per STFT bin -> (B, F, bands): the local mean around each of the noise
     filter's band points (`band_weights`, triangular, centred on the band's frequency)."""
     return power @ band_weights(power.shape[-1], bands, power.device, power.dtype)
+
+
+def static_pattern(left: torch.Tensor, coarse: int, fine: int, keep: int) -> torch.Tensor:
+    """(B, F, K) leftover power -> (B, F, fine) band power: its `coarse`-band envelope, frame by
+    frame, times one fine pattern per note (the log ratio of the fine to the coarse reading,
+    averaged over the first `keep` frames weighted by their power). What a frame-wise coarse
+    noise plus a static per-note fine filter could draw."""
+    fine_p = to_bands(left, fine)
+    env = F.interpolate(to_bands(left, coarse), size=fine, mode="linear", align_corners=True)
+    ratio = torch.log((fine_p + 1e-10) / (env + 1e-10))
+    w = fine_p.sum(-1)
+    w[:, keep:] = 0.0
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+    return env * torch.einsum("bfm,bf->bm", ratio, w).exp()[:, None, :]
 
 
 class OracleNoise:
@@ -90,6 +108,8 @@ def main() -> None:
     ap.add_argument("--bands", type=resolutions, default=resolutions(
         "65:128,129:256,257:256,257:512,385:768,513:1024"),
         help="comma-separated BANDS:WINDOW noise resolutions (65:128 is ddsp's, as trained)")
+    ap.add_argument("--static", type=lambda t: resolutions(t)[0], default=None,
+                    help="BANDS:WINDOW of the static-pattern rows (default: the last --bands)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="ddsp_noise_oracle")
@@ -122,6 +142,11 @@ def main() -> None:
         for bands, window in args.bands:
             rows[f"model harmonic + oracle noise, {bands} bands, {window}-tap window"] = \
                 harmonic + oracle(to_bands(left, bands), window, n)
+        bands, window = args.bands[-1] if args.static is None else args.static
+        for label, keep in (("whole note", frames), ("first second", model.config.frame_rate)):
+            rows[f"model harmonic + oracle noise, 65-band envelope per frame x the {label}'s "
+                 f"mean fine pattern at {bands} bands, {window}-tap window"] = \
+                harmonic + oracle(static_pattern(left, 65, bands, keep), window, n)
         for name, x in rows.items():
             guess = clf.family_logits(x, sr).argmax(-1)
             hits[name] = hits.get(name, 0) + int((guess == truth).sum())

@@ -129,6 +129,12 @@ class DDSPConfig:
     #: docs/DDSP.md). Its last layer starts at zero (`--init` keeps the checkpoint's outputs)
     #: and learns at `z_noise_lr_scale` x the learning rate.
     z_noise: bool = False
+    #: Spectrum bands the encoder reads besides its MFCCs and partials (0: none, as ddsp): each
+    #: frame's log power (1024-point STFT, read at that many band points from 0 Hz to Nyquist,
+    #: relative to the note's loudest band, floor -60 dB), through a small MLP added to the GRU's
+    #: z. MFCCs and the partial distribution do not see the fine pattern between the partials
+    #: that `z_noise` is to draw. Its last layer starts at zero, as `encoder_partials`.
+    encoder_spectrum: int = 0
     z_noise_lr_scale: float = 5.0
 
     def __post_init__(self) -> None:
@@ -177,6 +183,12 @@ class DDSPGenerator(Generator):
                                               nn.LeakyReLU(), nn.Linear(c.hidden, c.latent_dim))
             nn.init.zeros_(self.enc_partials[-1].weight)
             nn.init.zeros_(self.enc_partials[-1].bias)
+        if c.encoder_spectrum:
+            self.enc_spectrum = nn.Sequential(nn.LayerNorm(c.encoder_spectrum),
+                                              nn.Linear(c.encoder_spectrum, c.hidden),
+                                              nn.LeakyReLU(), nn.Linear(c.hidden, c.latent_dim))
+            nn.init.zeros_(self.enc_spectrum[-1].weight)
+            nn.init.zeros_(self.enc_spectrum[-1].bias)
         self.f0_mlp = _mlp(1, c.hidden)
         self.ld_mlp = _mlp(1, c.hidden)
         self.z_mlp = _mlp(c.latent_dim, c.hidden)
@@ -263,7 +275,22 @@ class DDSPGenerator(Generator):
         z = self.enc_out(hidden)
         if self.config.encoder_partials:
             z = z + self.enc_partials(self.partial_features(audio, f0_hz)[:, : z.shape[1]])
+        if self.config.encoder_spectrum:
+            z = z + self.enc_spectrum(self.spectrum_features(audio)[:, : z.shape[1]])
         return z
+
+    @torch.no_grad()
+    def spectrum_features(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio -> (B, frames, encoder_spectrum) log10 power per frame at the band
+        points (`band_weights`), relative to the note's loudest band, floored at -6 (60 dB)."""
+        n_fft = 1024
+        spec = torch.stft(audio, n_fft, self.hop_length, center=True, return_complex=True,
+                          window=torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype))
+        power = spec.abs().pow(2).transpose(1, 2)[:, : self.frames(audio.shape[-1])]
+        bands = power @ band_weights(power.shape[-1], self.config.encoder_spectrum,
+                                     audio.device, audio.dtype)
+        peak = bands.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        return torch.log10(bands / peak + 1e-6)
 
     @torch.no_grad()
     def partial_features(self, audio: torch.Tensor, f0_hz: torch.Tensor | None = None
@@ -715,7 +742,8 @@ class DDSPGenerator(Generator):
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
         """AdamW over everything; the inharmonicity head's output offset (its last bias) in its
         own group at `inharmonicity_lr_scale` x lr (the head's weights would diverge there), the
-        `z_noise` path's last layer at `z_noise_lr_scale` x lr."""
+        last layers of the `z_noise` path and of the encoder's `encoder_spectrum` reading at
+        `z_noise_lr_scale` x lr."""
         c = self.config
         if not c.inharmonicity and not c.z_noise:
             return super().make_optimizers(lr, betas, weight_decay)
@@ -724,8 +752,10 @@ class DDSPGenerator(Generator):
             offset = self.inharm_head[-1].bias
             groups.append({"params": [offset], "lr": lr * c.inharmonicity_lr_scale})
             special.add(id(offset))
-        if c.z_noise:
+        if c.z_noise:  # the path and, if any, the encoder's spectrum reading that feeds it
             last = list(self.z_noise[-1].parameters())
+            if c.encoder_spectrum:
+                last += list(self.enc_spectrum[-1].parameters())
             groups.append({"params": last, "lr": lr * c.z_noise_lr_scale})
             special.update(id(p) for p in last)
         groups.insert(0, {"params": [p for p in self.parameters() if id(p) not in special]})

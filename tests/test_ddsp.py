@@ -427,3 +427,26 @@ def test_z_noise_path_starts_silent_and_learns_faster(model, tmp_path):
     assert len(scaled) == 1
     assert scaled[0]["lr"] == pytest.approx(1e-3 * znoise.config.z_noise_lr_scale)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(znoise.parameters()))
+
+
+def test_encoder_spectrum_reads_the_fine_spectrum_and_starts_silent(model, tmp_path):
+    """`encoder_spectrum`: the features are each frame's band power relative to the note's
+    peak (a tone lights its own band, 0 dB at the peak, floor -60 dB), and `--init` from a model
+    without the reading encodes exactly what that model encoded."""
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    path = save_model(model, tmp_path / "plain.safetensors")
+    spec = build("ddsp", {**model.config.__dict__, "encoder_spectrum": 33}).eval()
+    assert sorted(init_weights(spec, str(path))) == sorted(
+        n for n in spec.state_dict() if n.startswith("enc_spectrum."))
+    sr, n = spec.sample_rate, 4096
+    tone = 0.3 * torch.sin(2 * math.pi * 1000.0 * torch.arange(n) / sr)[None]
+    feats = spec.spectrum_features(tone)
+    assert feats.shape == (1, n // spec.hop_length, 33)
+    assert float(feats.max()) == pytest.approx(0.0, abs=1e-6) and float(feats.min()) >= -6.0
+    assert int(feats[0, 10].argmax()) == round(1000.0 / (sr / 2) * 32)
+    audio = torch.randn(2, n, generator=torch.Generator().manual_seed(2)) * 0.1
+    f0 = torch.full((2,), 220.0)
+    with torch.no_grad():
+        torch.testing.assert_close(spec.encode_frames(audio, f0), model.encode_frames(audio, f0))

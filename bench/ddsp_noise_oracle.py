@@ -15,7 +15,9 @@ not a model. Rows: the originals, the model's resynthesis, the model's harmonic 
 own noise (the resynthesis without the loudness lock), one row per resolution, and two rows that
 split the oracle into a 65-band envelope per frame times one fine pattern per note (the whole
 note's, or the first second's: `static_pattern`), what a static (z, pitch) -> fine-noise path
-(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. Writes
+(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. Also reports the fine contrast
+(`fine_contrast`) of the model's noise filter and of the oracle's note-mean pattern at the
+model's bands. Writes
 bench/results/<name>.json (default ddsp_noise_oracle).
 """
 
@@ -66,6 +68,15 @@ def static_pattern(left: torch.Tensor, coarse: int, fine: int, keep: int) -> tor
     w[:, keep:] = 0.0
     w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
     return env * torch.einsum("bfm,bf->bm", ratio, w).exp()[:, None, :]
+
+
+def fine_contrast(power: torch.Tensor, width: int = 9) -> float:
+    """(B, F, M) band power -> the standard deviation (nats) of its log magnitude around a
+    `width`-band moving average (edges left out): how much fine pattern a noise filter draws."""
+    log_mag = 0.5 * torch.log(power.clamp_min(1e-16))
+    flat = log_mag.reshape(-1, 1, log_mag.shape[-1])
+    smooth = F.avg_pool1d(flat, width, 1, width // 2, count_include_pad=False).reshape(log_mag.shape)
+    return float((log_mag - smooth)[..., width:-width].std())
 
 
 class OracleNoise:
@@ -123,6 +134,7 @@ def main() -> None:
     sr, hop = model.sample_rate, model.hop_length
     oracle = OracleNoise(hop)
     hits: dict[str, int] = {}
+    contrast: dict[str, list[float]] = {"model noise": [], "oracle fine pattern": []}
     for s in range(0, len(idx), args.batch):
         part = idx[s:s + args.batch]
         audio = torch.from_numpy(corpus.waveform(part)).float()
@@ -139,6 +151,9 @@ def main() -> None:
         rows = {"original": audio, "model resynthesis": resynth(model, audio, pitch),
                 "model harmonic + model noise": harmonic + noise}
         left = (frame_power(audio, hop, frames) - frame_power(harmonic, hop, frames)).clamp_min(0)
+        contrast["model noise"].append(fine_contrast(mags.pow(2)))
+        contrast["oracle fine pattern"].append(
+            fine_contrast(static_pattern(left, 65, mags.shape[-1], frames)))
         for bands, window in args.bands:
             rows[f"model harmonic + oracle noise, {bands} bands, {window}-tap window"] = \
                 harmonic + oracle(to_bands(left, bands), window, n)
@@ -155,10 +170,14 @@ def main() -> None:
     print("| render | family accuracy |\n|---|---|")
     for k, v in acc.items():
         print(f"| {k} | {v:.2f} ({hits[k]} of {len(idx)}) |")
+    contrast_mean = {k: sum(v) / len(v) for k, v in contrast.items()}
+    print(f"fine contrast at the model's {model.config.n_noise_bands} bands (nats): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in contrast_mean.items()))
     meta = getattr(model, "checkpoint_meta", {})
     path = write_result(args.name, {"model": args.model, "steps": meta.get("steps"),
                                     "n": len(idx), "family_accuracy": acc, "hits": hits,
                                     "noise_bands": model.config.n_noise_bands,
+                                    "fine_contrast_nats": contrast_mean,
                                     "wall_s": time.perf_counter() - start})
     print(f"wrote {path}")
 

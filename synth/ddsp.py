@@ -115,8 +115,8 @@ class DDSPConfig:
     #: Weight of a direct noise term ("noise/frames"): per frame and band, the log-L1 between
     #: the noise part's expected power (its band magnitudes squared times the STFT gain of the
     #: filtered uniform noise) and the power the original has left over above the model's own
-    #: harmonic part (|X|^2 - |H|^2, floored at 0; 1024-point STFT on the frame grid, averaged
-    #: into the bands), both floored 60 dB below the crop's peak. The spectral loss sees one
+    #: harmonic part (|X|^2 - |H|^2, floored at 0; 1024-point STFT on the frame grid, read at
+    #: the band points by `dsp_filters.band_weights`), both floored 60 dB below the crop's peak. The spectral loss sees one
     #: random draw of the noise, whose fine spectrum is itself random; this term sees its
     #: expectation, so a fine noise filter (`n_noise_bands` 257) gets a clean gradient
     #: towards what the harmonics miss. 0: off (as ddsp).
@@ -129,13 +129,13 @@ class DDSPConfig:
     #: docs/DDSP.md). Its last layer starts at zero (`--init` keeps the checkpoint's outputs)
     #: and learns at `z_noise_lr_scale` x the learning rate.
     z_noise: bool = False
+    z_noise_lr_scale: float = 5.0
     #: Spectrum bands the encoder reads besides its MFCCs and partials (0: none, as ddsp): each
     #: frame's log power (1024-point STFT, read at that many band points from 0 Hz to Nyquist,
     #: relative to the note's loudest band, floor -60 dB), through a small MLP added to the GRU's
     #: z. MFCCs and the partial distribution do not see the fine pattern between the partials
     #: that `z_noise` is to draw. Its last layer starts at zero, as `encoder_partials`.
     encoder_spectrum: int = 0
-    z_noise_lr_scale: float = 5.0
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -220,22 +220,27 @@ class DDSPGenerator(Generator):
 
     def adapt_init_state(self, state: dict[str, torch.Tensor], source: "DDSPGenerator"
                          ) -> dict[str, torch.Tensor]:
-        """`--init` from a checkpoint with another `n_noise_bands`: the dense layer's noise rows
-        (weights and bias, i.e. the band logits) are resampled along frequency by linear
-        interpolation between the bands' centre frequencies (both span 0 Hz to Nyquist), so the
-        model starts with the checkpoint's noise filter drawn at the new resolution; every
-        other tensor is untouched. Returns the adapted copy of `state`."""
+        """`--init` from a checkpoint with another `n_noise_bands`: the rows that output band
+        logits (the dense layer's noise rows and, if both models have it, the `z_noise` path's
+        last layer; weights and biases) are resampled along frequency by linear interpolation
+        between the bands' centre frequencies (both span 0 Hz to Nyquist), so the model starts
+        with the checkpoint's noise filter drawn at the new resolution; every other tensor is
+        untouched. Returns the adapted copy of `state`."""
         old, new = source.config.n_noise_bands, self.config.n_noise_bands
-        if old == new or "dense.weight" not in state:
+        if old == new:
             return state
-        keep = 1 + self.config.n_harmonics
         state = dict(state)
-        for name in ("dense.weight", "dense.bias"):
-            t = state[name]
-            head, rows = t[:keep], t[keep:]
-            x = rows.T if rows.ndim == 2 else rows[None]  # (in, old bands)
-            grid = F.interpolate(x[:, None, :], size=new, mode="linear", align_corners=True)[:, 0]
-            state[name] = torch.cat([head, grid.T if rows.ndim == 2 else grid[0]])
+        heads = {"dense": 1 + self.config.n_harmonics, "z_noise.4": 0}
+        for prefix, keep in heads.items():
+            for name in (f"{prefix}.weight", f"{prefix}.bias"):
+                if name not in state:
+                    continue
+                t = state[name]
+                head, rows = t[:keep], t[keep:]
+                x = rows.T if rows.ndim == 2 else rows[None]  # (in, old bands)
+                grid = F.interpolate(x[:, None, :], size=new, mode="linear",
+                                     align_corners=True)[:, 0]
+                state[name] = torch.cat([head, grid.T if rows.ndim == 2 else grid[0]])
         return state
 
     @property

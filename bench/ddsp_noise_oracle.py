@@ -6,8 +6,8 @@
 For held-out notes (the `bench.ddsp_eval` picks) the model's own harmonic part (its resynthesis,
 noise left out) is completed by an *oracle* noise: filtered noise whose band magnitudes, frame by
 frame, are the original's power left over by that harmonic part (|X|^2 - |H|^2, floored at 0,
-1024-point STFT on the model's frame grid), read at M band points from 0 Hz to Nyquist
-(`band_weights`: each band's local mean) and played through `synth.dsp_filters.filtered_noise`
+the model's `frame_power`: 1024-point STFT on its frame grid), read at M band points from 0 Hz
+to Nyquist (`band_weights`: each band's local mean) and played through `synth.dsp_filters.filtered_noise`
 with a W-tap window (each `--bands M:W`; the level calibrated on white noise). The bundled note
 classifier's GM-family accuracy then says what a noise part of each resolution could carry if
 the network drew it right. It sees the original, so it bounds a model of that resolution; it is
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Callable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -39,16 +40,6 @@ from synth.catalog import load_named  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
 from synth.dsp_filters import band_weights, filtered_noise  # noqa: E402
 from synth.pitch import midi_to_hz  # noqa: E402
-
-N_FFT = 1024
-
-
-def frame_power(x: torch.Tensor, hop: int, frames: int) -> torch.Tensor:
-    """(B, T) -> (B, frames, N_FFT // 2 + 1) STFT power (Hann, centred)."""
-    spec = torch.stft(x, N_FFT, hop, window=torch.hann_window(N_FFT, device=x.device),
-                      center=True, return_complex=True)
-    return spec.abs().pow(2).transpose(1, 2)[:, :frames]
-
 
 def to_bands(power: torch.Tensor, bands: int) -> torch.Tensor:
     """(B, F, K) power per STFT bin -> (B, F, bands): the local mean around each of the noise
@@ -83,8 +74,9 @@ class OracleNoise:
     """Filtered noise whose per-band output power meets a target (calibrated once per
     resolution on a flat filter)."""
 
-    def __init__(self, hop: int) -> None:
-        self.hop, self.gain = hop, {}
+    def __init__(self, power: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """`power`: (B, T) audio -> (B, frames, bins) STFT power (the model's `frame_power`)."""
+        self.power, self.gain = power, {}
 
     def __call__(self, target: torch.Tensor, window: int, n_samples: int) -> torch.Tensor:
         """target: (B, F, M) band power -> (B, n_samples) noise."""
@@ -92,7 +84,7 @@ class OracleNoise:
         if (bands, window) not in self.gain:
             flat = filtered_noise(torch.ones(1, frames, bands), n_samples, window_size=window,
                                   generator=torch.Generator().manual_seed(1))
-            got = to_bands(frame_power(flat, self.hop, frames), bands)
+            got = to_bands(self.power(flat), bands)
             self.gain[bands, window] = float(got[..., 1:-1].mean())
         mags = (target / self.gain[bands, window]).sqrt()
         return filtered_noise(mags, n_samples, window_size=window,
@@ -132,7 +124,7 @@ def main() -> None:
     corpus = Corpus.open(args.corpus)
     idx = pick(corpus, "test", "train", args.n, 0)
     sr, hop = model.sample_rate, model.hop_length
-    oracle = OracleNoise(hop)
+    oracle = OracleNoise(model.frame_power)
     hits: dict[str, int] = {}
     contrast: dict[str, list[float]] = {"model noise": [], "oracle fine pattern": []}
     for s in range(0, len(idx), args.batch):
@@ -150,7 +142,7 @@ def main() -> None:
         harmonic, noise = model.get_parts(harm, mags, n, generator=0)
         rows = {"original": audio, "model resynthesis": resynth(model, audio, pitch),
                 "model harmonic + model noise": harmonic + noise}
-        left = (frame_power(audio, hop, frames) - frame_power(harmonic, hop, frames)).clamp_min(0)
+        left = (model.frame_power(audio) - model.frame_power(harmonic)).clamp_min(0)
         contrast["model noise"].append(fine_contrast(mags.pow(2)))
         contrast["oracle fine pattern"].append(
             fine_contrast(static_pattern(left, 65, mags.shape[-1], frames)))

@@ -27,7 +27,7 @@ from synth import dsp
 from synth.base import Conditions, ControlSpec, Generator, item_seeds
 from synth.dsp_filters import TrainableReverb, band_weights, filtered_noise
 from synth.errors import ConfigError
-from synth.features import FeatureSpec, LogMel
+from synth.features import FeatureSpec, LogMel, Spectrogram
 from synth.losses import multiscale_spectral_loss
 from synth.pitch import hz_to_midi, loudness, midi_to_hz
 
@@ -115,10 +115,10 @@ class DDSPConfig:
     #: Weight of a direct noise term ("noise/frames"): per frame and band, the log-L1 between
     #: the noise part's expected power (its band magnitudes squared times the STFT gain of the
     #: filtered uniform noise) and the power the original has left over above the model's own
-    #: harmonic part (|X|^2 - |H|^2, floored at 0; 1024-point STFT on the frame grid, read at
-    #: the band points by `dsp_filters.band_weights`), both floored 60 dB below the crop's peak. The spectral loss sees one
-    #: random draw of the noise, whose fine spectrum is itself random; this term sees its
-    #: expectation, so a fine noise filter (`n_noise_bands` 257) gets a clean gradient
+    #: harmonic part (|X|^2 - |H|^2, floored at 0; `frame_power` read at the band points by
+    #: `dsp_filters.band_weights`), both floored 60 dB below the crop's peak. The spectral loss
+    #: sees one random draw of the noise, whose fine spectrum is itself random; this term sees
+    #: its expectation, so a fine noise filter (`n_noise_bands` 257) gets a clean gradient
     #: towards what the harmonics miss. 0: off (as ddsp).
     noise_loss_weight: float = 0.0
     #: A direct path from (z, pitch) to the noise filter: a small MLP whose output is added to
@@ -151,6 +151,16 @@ def _mlp(n_in: int, hidden: int, layers: int = 3) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+def _zero_started_reading(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """LayerNorm -> Linear -> LeakyReLU -> Linear, the last layer zeroed: an extra encoder input
+    added to z that starts unread, so `--init` from a model without it keeps that model's z."""
+    net = nn.Sequential(nn.LayerNorm(n_in), nn.Linear(n_in, hidden), nn.LeakyReLU(),
+                        nn.Linear(hidden, n_out))
+    nn.init.zeros_(net[-1].weight)
+    nn.init.zeros_(net[-1].bias)
+    return net
+
+
 def _dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
     """Orthonormal DCT-II, (n_mels, n_mfcc) (as librosa / scipy `dct(norm='ortho')`)."""
     n = torch.arange(n_mels, dtype=torch.float64)
@@ -178,17 +188,13 @@ class DDSPGenerator(Generator):
         self.enc_gru = nn.GRU(c.n_mfcc, c.hidden, batch_first=True)
         self.enc_out = nn.Linear(c.hidden, c.latent_dim)
         if c.encoder_partials:
-            self.enc_partials = nn.Sequential(nn.LayerNorm(c.encoder_partials),
-                                              nn.Linear(c.encoder_partials, c.hidden),
-                                              nn.LeakyReLU(), nn.Linear(c.hidden, c.latent_dim))
-            nn.init.zeros_(self.enc_partials[-1].weight)
-            nn.init.zeros_(self.enc_partials[-1].bias)
+            self.enc_partials = _zero_started_reading(c.encoder_partials, c.hidden, c.latent_dim)
         if c.encoder_spectrum:
-            self.enc_spectrum = nn.Sequential(nn.LayerNorm(c.encoder_spectrum),
-                                              nn.Linear(c.encoder_spectrum, c.hidden),
-                                              nn.LeakyReLU(), nn.Linear(c.hidden, c.latent_dim))
-            nn.init.zeros_(self.enc_spectrum[-1].weight)
-            nn.init.zeros_(self.enc_spectrum[-1].bias)
+            self.enc_spectrum = _zero_started_reading(c.encoder_spectrum, c.hidden, c.latent_dim)
+        # the fine spectrum that `encoder_spectrum` and the noise term read (`frame_power`)
+        self.spectrogram = Spectrogram(FeatureSpec(sample_rate=c.sample_rate, n_fft=1024,
+                                                   hop_length=self.hop_length,
+                                                   f_max=c.sample_rate / 2))
         self.f0_mlp = _mlp(1, c.hidden)
         self.ld_mlp = _mlp(1, c.hidden)
         self.z_mlp = _mlp(c.latent_dim, c.hidden)
@@ -285,13 +291,16 @@ class DDSPGenerator(Generator):
         return z
 
     @torch.no_grad()
+    def frame_power(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio -> (B, frames, 513) STFT power on the frame grid (`synth.features.
+        Spectrogram`: 1024-point Hann, centred): what `encoder_spectrum` and the noise term read."""
+        return self.spectrogram.power(audio).transpose(1, 2)[:, : self.frames(audio.shape[-1])]
+
+    @torch.no_grad()
     def spectrum_features(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, T) audio -> (B, frames, encoder_spectrum) log10 power per frame at the band
         points (`band_weights`), relative to the note's loudest band, floored at -6 (60 dB)."""
-        n_fft = 1024
-        spec = torch.stft(audio, n_fft, self.hop_length, center=True, return_complex=True,
-                          window=torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype))
-        power = spec.abs().pow(2).transpose(1, 2)[:, : self.frames(audio.shape[-1])]
+        power = self.frame_power(audio)
         bands = power @ band_weights(power.shape[-1], self.config.encoder_spectrum,
                                      audio.device, audio.dtype)
         peak = bands.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
@@ -663,7 +672,8 @@ class DDSPGenerator(Generator):
             target = torch.log10(inharm + INHARM_EPS)
             out["inharm/l1"] = (self.inharmonicity_log10(z, f0) - target).abs().mean()
         c = self.config
-        if c.harmonic_loss_weight > 0 or c.harmonic_frame_loss_weight > 0 or c.noise_loss_weight > 0:
+        if (c.harmonic_loss_weight > 0 or c.harmonic_frame_loss_weight > 0
+                or c.noise_loss_weight > 0):
             zf = z[:, None, :].expand(-1, n_frames, -1) if z.ndim == 2 else z
             harm, mags = self.get_controls(f0, ld, zf, None, inharm)
             harmonic, noise = self.get_parts(harm, mags, n, inharmonicity=inharm)
@@ -688,21 +698,13 @@ class DDSPGenerator(Generator):
         """Log-L1 between the noise part's expected band power and the original's power left
         over by the (detached) harmonic part. audio, harmonic: (B, T); mags: (B, F, M).
         A scalar (`DDSPConfig.noise_loss_weight`)."""
-        n_fft = 1024
-        frames, bands = mags.shape[1:]
-        window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
-
-        def power(x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, F, n_fft // 2 + 1)
-            spec = torch.stft(x, n_fft, self.hop_length, window=window, center=True,
-                              return_complex=True)
-            return spec.abs().pow(2).transpose(1, 2)[:, :frames]
-
+        bands = mags.shape[-1]
         with torch.no_grad():
-            left = (power(audio) - power(harmonic)).clamp_min(0.0)
+            left = (self.frame_power(audio) - self.frame_power(harmonic)).clamp_min(0.0)
             target = left @ band_weights(left.shape[-1], bands, left.device, left.dtype)
             floor = target.amax(dim=(1, 2), keepdim=True).clamp_min(1e-10) * 1e-6
-        # uniform noise in [-1, 1) has variance 1/3; the Hann window's energy is sum(w^2)
-        expected = mags.pow(2) * (window.pow(2).sum() / 3.0)
+        # uniform noise in [-1, 1) has variance 1/3; the 1024-point Hann window's energy is 3N/8
+        expected = mags.pow(2) * (1024 * 3 / 8 / 3.0)
         return (torch.log(expected + floor) - torch.log(target + floor)).abs().mean()
 
     def _harmonic_losses(self, audio: torch.Tensor, f0: torch.Tensor, dist: torch.Tensor,

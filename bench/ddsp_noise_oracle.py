@@ -38,7 +38,8 @@ from bench.ddsp_eval import pick, resynth  # noqa: E402
 from synth.base import Conditions  # noqa: E402
 from synth.catalog import load_named  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
-from synth.dsp_filters import band_weights, filtered_noise  # noqa: E402
+from synth.dsp_filters import (band_weights, filter_power_response, filtered_noise,  # noqa: E402
+                                fine_pattern)
 from synth.pitch import midi_to_hz  # noqa: E402
 
 def to_bands(power: torch.Tensor, bands: int) -> torch.Tensor:
@@ -63,11 +64,10 @@ def static_pattern(left: torch.Tensor, coarse: int, fine: int, keep: int) -> tor
 
 def fine_contrast(power: torch.Tensor, width: int = 9) -> float:
     """(B, F, M) band power -> the standard deviation (nats) of its log magnitude around a
-    `width`-band moving average (edges left out): how much fine pattern a noise filter draws."""
+    `width`-band moving average (`fine_pattern`; edges left out): how much fine pattern a noise
+    filter draws."""
     log_mag = 0.5 * torch.log(power.clamp_min(1e-16))
-    flat = log_mag.reshape(-1, 1, log_mag.shape[-1])
-    smooth = F.avg_pool1d(flat, width, 1, width // 2, count_include_pad=False).reshape(log_mag.shape)
-    return float((log_mag - smooth)[..., width:-width].std())
+    return float(fine_pattern(log_mag, width)[..., width:-width].std())
 
 
 class OracleNoise:
@@ -126,7 +126,10 @@ def main() -> None:
     sr, hop = model.sample_rate, model.hop_length
     oracle = OracleNoise(model.frame_power)
     hits: dict[str, int] = {}
-    contrast: dict[str, list[float]] = {"model noise": [], "oracle fine pattern": []}
+    contrast: dict[str, list[float]] = {"model noise": [], "oracle fine pattern": [],
+                                        "model noise as played": [],
+                                        "oracle fine pattern as played": []}
+    taps = model.noise_window(sr)
     for s in range(0, len(idx), args.batch):
         part = idx[s:s + args.batch]
         audio = torch.from_numpy(corpus.waveform(part)).float()
@@ -143,9 +146,14 @@ def main() -> None:
         rows = {"original": audio, "model resynthesis": resynth(model, audio, pitch),
                 "model harmonic + model noise": harmonic + noise}
         left = (model.frame_power(audio) - model.frame_power(harmonic)).clamp_min(0)
+        pattern = static_pattern(left, 65, mags.shape[-1], frames)
         contrast["model noise"].append(fine_contrast(mags.pow(2)))
-        contrast["oracle fine pattern"].append(
-            fine_contrast(static_pattern(left, 65, mags.shape[-1], frames)))
+        contrast["oracle fine pattern"].append(fine_contrast(pattern))
+        # what the filter plays of each: its window smooths the band curve
+        for key, m in (("model noise as played", mags), ("oracle fine pattern as played",
+                                                          pattern.sqrt())):
+            played = to_bands(filter_power_response(m, taps, 1024), mags.shape[-1])
+            contrast[key].append(fine_contrast(played))
         for bands, window in args.bands:
             rows[f"model harmonic + oracle noise, {bands} bands, {window}-tap window"] = \
                 harmonic + oracle(to_bands(left, bands), window, n)

@@ -139,6 +139,17 @@ def frequency_filter(audio: torch.Tensor, magnitudes: torch.Tensor, window_size:
     return fft_convolve(audio, frequency_impulse_response(magnitudes, window_size), padding=padding)
 
 
+def filter_power_response(magnitudes: torch.Tensor, window_size: int = 0,
+                          n_fft: int = 1024) -> torch.Tensor:
+    """(..., M) filter magnitudes -> (..., n_fft // 2 + 1): the power response |H(f)|^2 of the
+    FIR `frequency_impulse_response` makes of them, on an n_fft-point grid. The window smooths
+    the sampled curve (a Hann of K taps spreads each band point over about 4 / K of the band
+    axis), so a pattern finer than that is not what the filter plays; losses on the noise
+    should see this, not the magnitudes themselves. Differentiable."""
+    ir = frequency_impulse_response(magnitudes, window_size)
+    return torch.fft.rfft(ir, n=max(n_fft, ir.shape[-1])).abs().pow(2)[..., :n_fft // 2 + 1]
+
+
 def filtered_noise(magnitudes: torch.Tensor, n_samples: int,
                    generator: torch.Generator | None = None, window_size: int = 257,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,6 +187,15 @@ def band_weights(n_bins: int, n_bands: int, device: torch.device | str | None = 
     w = (1.0 - (bins - points).abs() / spacing).clamp_min(0.0)
     w = w / w.sum(0, keepdim=True).clamp_min(1e-12)
     return w.to(device=device, dtype=dtype)
+
+
+def fine_pattern(log_power: torch.Tensor, width: int = 9) -> torch.Tensor:
+    """(..., M) log band power -> (..., M): its fine pattern, the log power minus its moving
+    average over `width` bands (the average over the bands that exist at the edges). A smooth
+    spectrum gives zeros; a comb across the bands keeps its teeth."""
+    flat = log_power.reshape(-1, 1, log_power.shape[-1])
+    smooth = nn.functional.avg_pool1d(flat, width, 1, width // 2, count_include_pad=False)
+    return log_power - smooth.reshape(log_power.shape)
 
 
 def reverb(audio: torch.Tensor, ir: torch.Tensor, add_dry: bool = True) -> torch.Tensor:

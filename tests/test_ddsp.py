@@ -389,7 +389,7 @@ def test_noise_term_recovers_a_noise_filter_from_its_audio(model):
     opt = torch.optim.Adam([log_mags], lr=0.05)
     first = None
     for _ in range(300):
-        loss = model._noise_loss(audio, silent, log_mags.exp())
+        loss = model._noise_losses(audio, silent, log_mags.exp())[0]
         first = first if first is not None else float(loss.detach())
         opt.zero_grad()
         loss.backward()
@@ -397,6 +397,58 @@ def test_noise_term_recovers_a_noise_filter_from_its_audio(model):
     err_db = 20 * (log_mags.detach().exp().mean(1) / true.mean(1)).log10().abs()
     assert float(loss.detach()) < 0.5 * first
     assert float(err_db[:, 1:-1].max()) < 1.5, err_db
+
+
+def test_fine_pattern_keeps_a_comb_and_drops_a_tilt():
+    """`fine_pattern`: a smooth tilt across the bands reads as (nearly) nothing, a comb across
+    them keeps its teeth, and adding the tilt to the comb leaves the comb's pattern."""
+    from synth.dsp_filters import fine_pattern
+
+    m = torch.arange(65, dtype=torch.float64)
+    tilt = -0.05 * m
+    comb = torch.where(m % 4 == 0, 1.0, 0.0).double()
+    assert float(fine_pattern(tilt)[9:-9].abs().max()) < 1e-9
+    teeth, on = fine_pattern(comb)[9:-9], (m % 4 == 0)[9:-9]
+    assert float(teeth[on].min()) > 0.5 and float(teeth[~on].max()) < -0.1
+    torch.testing.assert_close(fine_pattern(comb + tilt)[9:-9], teeth)
+
+
+def test_noise_pattern_term_sees_the_pattern_not_the_envelope(model):
+    """The pattern term of the noise loss is blind to a smooth gain on the noise filter and
+    sees a fine comb the filter lacks; fitted to noise drawn through a comb filter, a flat
+    start learns the comb (teeth above gaps) where the frame term, at the same step count,
+    learns less of it."""
+    bands, frames = 65, 60
+    m = torch.arange(bands)
+    comb = torch.where(m % 4 == 0, 1.0, 0.15)
+    true = (0.02 * comb).expand(2, frames, bands).contiguous()
+    cfg = {**model.config.__dict__, "n_noise_bands": bands, "noise_window": 256}
+    wide = build("ddsp", cfg)
+    n = frames * wide.hop_length
+    ctl = wide.get_controls(torch.full((2, frames), 220.0), torch.full((2, frames), -30.0),
+                            torch.zeros(2, frames, wide.latent_dim))[0]
+    audio = wide.get_parts(ctl, true, n, generator=3)[1]
+    silent = torch.zeros_like(audio)
+    right = wide._noise_losses(audio, silent, true)[1]
+    louder = wide._noise_losses(audio, silent, true * torch.linspace(0.5, 2.0, bands))[1]
+    flat = wide._noise_losses(audio, silent, torch.full_like(true, 0.02 * 0.4))[1]
+    assert float(louder) < float(right) + 0.05 < float(flat)
+
+    def fit(which: int) -> float:
+        log_mags = torch.full((2, frames, bands), math.log(0.02 * 0.4), requires_grad=True)
+        opt = torch.optim.Adam([log_mags], lr=0.05)
+        for _ in range(60):
+            loss = wide._noise_losses(audio, silent, log_mags.exp())[which]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        got = log_mags.detach().mean((0, 1))[8:-8]
+        return float(got[m[8:-8] % 4 == 0].mean() - got[m[8:-8] % 4 != 0].mean())
+
+    contrast_true = math.log(1 / 0.15)
+    pattern, frames_only = fit(1), fit(0)
+    assert pattern > 0.5 * contrast_true
+    assert pattern > frames_only
 
 
 def test_z_noise_path_starts_silent_and_learns_faster(model, tmp_path):

@@ -142,12 +142,13 @@ def frequency_filter(audio: torch.Tensor, magnitudes: torch.Tensor, window_size:
 def filter_power_response(magnitudes: torch.Tensor, window_size: int = 0,
                           n_fft: int = 1024) -> torch.Tensor:
     """(..., M) filter magnitudes -> (..., n_fft // 2 + 1): the power response |H(f)|^2 of the
-    FIR `frequency_impulse_response` makes of them, on an n_fft-point grid. The window smooths
-    the sampled curve (a Hann of K taps spreads each band point over about 4 / K of the band
-    axis), so a pattern finer than that is not what the filter plays; losses on the noise
-    should see this, not the magnitudes themselves. Differentiable."""
+    FIR `frequency_impulse_response` makes of them, on an n_fft-point grid from 0 Hz to
+    Nyquist. The window smooths the sampled curve (a Hann of K taps over a main lobe 4 / K of
+    the sample rate wide), so a pattern finer than that is not what the filter plays; losses on
+    the noise should see this, not the magnitudes themselves. Differentiable."""
     ir = frequency_impulse_response(magnitudes, window_size)
-    return torch.fft.rfft(ir, n=max(n_fft, ir.shape[-1])).abs().pow(2)[..., :n_fft // 2 + 1]
+    step = math.ceil(ir.shape[-1] / n_fft)  # an IR longer than n_fft: a finer grid, subsampled
+    return torch.fft.rfft(ir, n=n_fft * step).abs().pow(2)[..., ::step]
 
 
 def filtered_noise(magnitudes: torch.Tensor, n_samples: int,

@@ -413,6 +413,25 @@ def test_fine_pattern_keeps_a_comb_and_drops_a_tilt():
     torch.testing.assert_close(fine_pattern(comb + tilt)[9:-9], teeth)
 
 
+@pytest.mark.parametrize("bands,window", [(65, 128), (257, 512), (1025, 0)])
+def test_filter_power_response_is_what_the_filter_plays(bands, window):
+    """`filter_power_response`: a flat curve plays flat at every length (an IR longer than the
+    grid included), a smooth ramp plays as itself squared, and a comb finer than the window's
+    main lobe plays flattened: what the noise terms compare."""
+    from synth.dsp_filters import filter_power_response
+
+    flat = filter_power_response(torch.ones(bands, dtype=torch.float64), window, 1024)
+    assert flat.shape == (513,)
+    torch.testing.assert_close(flat, torch.ones_like(flat), atol=2e-3, rtol=0)
+    ramp = torch.linspace(0.2, 1.0, bands, dtype=torch.float64)
+    played = filter_power_response(ramp, window, 1024)
+    want = torch.linspace(0.2, 1.0, 513, dtype=torch.float64).pow(2)
+    assert float((played - want)[8:-8].abs().max()) < 0.01
+    comb = torch.where(torch.arange(bands) % 2 == 0, 1.0, 0.1).double()
+    wiggle = filter_power_response(comb, window, 1024)[8:-8]
+    assert float(wiggle.max() / wiggle.min()) < 0.5 * 100.0
+
+
 def test_noise_pattern_term_sees_the_pattern_not_the_envelope(model):
     """The pattern term of the noise loss is blind to a smooth gain on the noise filter and
     sees a fine comb the filter lacks; fitted to noise drawn through a comb filter, a flat

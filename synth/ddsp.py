@@ -153,6 +153,19 @@ class DDSPConfig:
             raise ConfigError(f"frame_rate {self.frame_rate} must divide sample_rate {self.sample_rate}")
         if self.z_mode not in ("global", "frames"):
             raise ConfigError(f"z_mode must be 'global' or 'frames', got {self.z_mode!r}")
+        for name in ("inharmonicity_weight", "harmonic_loss_weight", "harmonic_frame_loss_weight",
+                     "noise_loss_weight", "noise_pattern_loss_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite weight >= 0, got {value}")
+        for name in ("inharmonicity_lr_scale", "z_noise_lr_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be finite and > 0, got {value}")
+        if self.n_noise_bands < 2:
+            raise ConfigError(f"n_noise_bands must be at least 2, got {self.n_noise_bands}")
+        if self.noise_window is not None and self.noise_window < 3:
+            raise ConfigError(f"noise_window must be at least 3 taps (or null), got {self.noise_window}")
 
 
 def _mlp(n_in: int, hidden: int, layers: int = 3) -> nn.Sequential:

@@ -413,6 +413,17 @@ def test_fine_pattern_keeps_a_comb_and_drops_a_tilt():
     torch.testing.assert_close(fine_pattern(comb + tilt)[9:-9], teeth)
 
 
+@pytest.mark.parametrize("field,value", [("noise_pattern_loss_weight", -1.0),
+                                         ("noise_loss_weight", float("nan")),
+                                         ("z_noise_lr_scale", 0.0), ("n_noise_bands", 1),
+                                         ("noise_window", 2)])
+def test_bad_loss_and_noise_settings_are_refused_by_name(model, field, value):
+    """A negative or NaN loss weight, a zero learning-rate scale or a noise filter too small to
+    exist is a one-line ConfigError naming the setting, before anything is built."""
+    with pytest.raises(ConfigError, match=field):
+        build("ddsp", {**model.config.__dict__, field: value})
+
+
 @pytest.mark.parametrize("bands,window", [(65, 128), (257, 512), (1025, 0)])
 def test_filter_power_response_is_what_the_filter_plays(bands, window):
     """`filter_power_response`: a flat curve plays flat at every length (an IR longer than the

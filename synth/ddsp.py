@@ -100,6 +100,12 @@ class DDSPConfig:
     #: note-mean term leaves the distribution's course over the note free (a piano's high
     #: partials dying first); this one supervises it too. 0: off.
     harmonic_frame_loss_weight: float = 0.0
+    #: How "harm/frames" weighs the frames: "amplitude" (each by its share of the crop's partial
+    #: amplitude, so the loud start dominates) or "level" (every frame within 60 dB of the
+    #: crop's loudest alike, so the decay counts as much as the start: a per-frame spectral
+    #: correction on the resyntheses names far more notes when it acts after the first 0.25 s
+    #: than within it, `bench/ddsp_eq_oracle.py`).
+    harmonic_frame_weighting: str = "amplitude"
     #: Partials the encoder reads besides its MFCCs (0: MFCCs only, as ddsp): each frame's log
     #: partial distribution at the note's f0 (`synth.partials`), through a small MLP added to
     #: the GRU's z. 30 MFCCs of a 128-band mel keep the spectral envelope but merge partials
@@ -153,6 +159,9 @@ class DDSPConfig:
             raise ConfigError(f"frame_rate {self.frame_rate} must divide sample_rate {self.sample_rate}")
         if self.z_mode not in ("global", "frames"):
             raise ConfigError(f"z_mode must be 'global' or 'frames', got {self.z_mode!r}")
+        if self.harmonic_frame_weighting not in ("amplitude", "level"):
+            raise ConfigError("harmonic_frame_weighting must be 'amplitude' or 'level', got "
+                              f"{self.harmonic_frame_weighting!r}")
         for name in ("inharmonicity_weight", "harmonic_loss_weight", "harmonic_frame_loss_weight",
                      "noise_loss_weight", "noise_pattern_loss_weight"):
             value = getattr(self, name)
@@ -753,7 +762,8 @@ class DDSPGenerator(Generator):
         """Log-distribution L1s, model (B, F, H) vs analysed from audio: (note-mean, per-frame).
 
         Note-mean: both means weight frames by the analysed harmonic energy. Per-frame: each
-        frame's L1, weighted by the frame's share of the crop's summed partial amplitude. Only
+        frame's L1, weighted by the frame's share of the crop's summed partial amplitude (or
+        alike within 60 dB of the peak, `harmonic_frame_weighting` "level"). Only
         partials below Nyquist and crops with any harmonic energy count. Two scalars.
         """
         from synth.partials import note_distribution, partial_amplitudes
@@ -772,7 +782,12 @@ class DDSPGenerator(Generator):
         with torch.no_grad():
             level = amps.sum(-1)  # (B, F)
             frame_target = amps / level[..., None].clamp_min(1e-12)
-            share = level / level.sum(1, keepdim=True).clamp_min(1e-12)  # (B, F), sums to 1
+            if self.config.harmonic_frame_weighting == "level":  # frames within 60 dB alike
+                share = (level > 1e-3 * level.amax(1, keepdim=True)).to(level.dtype)
+                share = share * (level > 0)
+            else:  # by amplitude
+                share = level
+            share = share / share.sum(1, keepdim=True).clamp_min(1e-12)  # (B, F), sums to 1
             keep = valid.to(dist.dtype)[:, None, :]  # (B, 1, H)
             weight = share[..., None] * keep / keep.sum(-1, keepdim=True).clamp_min(1)
         model_frames = dist / dist.sum(-1, keepdim=True).clamp_min(1e-12)

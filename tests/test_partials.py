@@ -247,3 +247,30 @@ def test_z_distribution_path_starts_unread_gets_gradient_and_follows_z(tmp_path)
     d_a = direct.get_controls(f0, ld, z)[0].distribution
     d_b = direct.get_controls(f0, ld, -z)[0].distribution
     assert (d_a - d_b).abs().max() > 1e-3
+
+
+def test_level_weighting_counts_the_decay_as_much_as_the_start(harm_model):
+    """`harmonic_frame_weighting` "level": a note loud and bright, then 30 dB down and dark.
+    A model right in the loud half and wrong (still bright) in the quiet half scores several
+    times worse frame-by-frame with level weighting than with amplitude weighting, and the
+    right course scores near zero under both."""
+    sr, hop, n_h = harm_model.sample_rate, harm_model.hop_length, harm_model.config.n_harmonics
+    frames = 320
+    n = frames * hop
+    f0 = torch.full((1, frames), 250.0)
+    k = torch.arange(1, n_h + 1, dtype=torch.float32)
+    bright, dark = 1.0 / k, 1.0 / k ** 3
+    bright, dark = bright / bright.sum(), dark / dark.sum()
+    first = torch.arange(frames)[:, None] < frames // 2
+    course = torch.where(first, bright, dark)[None]
+    amp = torch.where(first, 0.3, 0.3 * 10 ** (-30 / 20))[None].float()
+    audio = dsp.harmonic_synthesis(f0[..., None], amp, course, n, sr)
+    wrong = bright.expand(1, frames, n_h)
+    out = {}
+    for how in ("amplitude", "level"):
+        m = build("ddsp", dataclasses.replace(harm_model.config, harmonic_frame_weighting=how))
+        out[how] = [float(m._harmonic_losses(audio, f0, d, None)[1]) for d in (course, wrong)]
+    assert out["level"][0] < 0.1 and out["amplitude"][0] < 0.1
+    assert out["level"][1] > 3 * out["amplitude"][1]
+    with pytest.raises(ConfigError, match="harmonic_frame_weighting"):
+        build("ddsp", dataclasses.replace(harm_model.config, harmonic_frame_weighting="mean"))

@@ -27,7 +27,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from bench.ddsp_eval import pick, resynth  # noqa: E402
+from bench.ddsp_eval import (accuracy_table, count_family_hits, note_batches, pick,  # noqa: E402
+                             resynth)
 from synth.catalog import load_named  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
 from synth.features import FeatureSpec, mel_filterbank  # noqa: E402
@@ -86,11 +87,7 @@ def main() -> None:
     spread = fb / fb.sum(0, keepdim=True).clamp_min(1e-8)  # each bin: its bands' weighted mean
     window = torch.hann_window(N_FFT)
     hits: dict[str, int] = {}
-    for s in range(0, len(idx), args.batch):
-        part = idx[s:s + args.batch]
-        audio = torch.from_numpy(corpus.waveform(part)).float()
-        pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in part])
-        truth = torch.tensor([int(corpus.notes[i]["family_id"]) for i in part])
+    for done, audio, pitch, truth in note_batches(corpus, idx, args.batch):
         res = resynth(model, audio, pitch)
         n = min(res.shape[-1], audio.shape[-1])
         audio, res = audio[:, :n], res[:, :n]
@@ -104,14 +101,9 @@ def main() -> None:
             bins = torch.einsum("mk,bmt->bkt", spread, gain)
             rows[f"resynthesis x mel gain: {name}"] = torch.istft(
                 spec_r * bins.sqrt(), N_FFT, HOP, window=window, length=n)
-        for name, x in rows.items():
-            guess = clf.family_logits(x, sr).argmax(-1)
-            hits[name] = hits.get(name, 0) + int((guess == truth).sum())
-        print(f"{s + len(part)}/{len(idx)} notes", flush=True)
-    acc = {k: v / len(idx) for k, v in hits.items()}
-    print("| render | family accuracy |\n|---|---|")
-    for k, v in acc.items():
-        print(f"| {k} | {v:.2f} ({hits[k]} of {len(idx)}) |")
+        count_family_hits(clf, rows, truth, sr, hits)
+        print(f"{done}/{len(idx)} notes", flush=True)
+    acc = accuracy_table(hits, len(idx))
     meta = getattr(model, "checkpoint_meta", {})
     path = write_result(args.name, {"model": args.model, "steps": meta.get("steps"),
                                     "n": len(idx), "mels": args.mels, "family_accuracy": acc,

@@ -50,6 +50,34 @@ def pick(corpus: Corpus, split: str | None, inst_split: str, n: int, seed: int) 
     return sorted(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
 
 
+def note_batches(corpus: Corpus, idx: list[int], batch: int):
+    """Yield (done, audio (B, T), pitch (B,), family (B,)) for `idx` in batches: done counts the
+    notes given out so far."""
+    for s in range(0, len(idx), batch):
+        part = idx[s:s + batch]
+        audio = torch.from_numpy(corpus.waveform(part)).float()
+        pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in part])
+        truth = torch.tensor([int(corpus.notes[i]["family_id"]) for i in part])
+        yield s + len(part), audio, pitch, truth
+
+
+def count_family_hits(classifier, rows: dict[str, torch.Tensor], truth: torch.Tensor, sr: int,
+                      hits: dict[str, int]) -> None:
+    """Add each row's right GM-family guesses (the note classifier on (B, T) audio) to `hits`."""
+    for name, x in rows.items():
+        guess = classifier.family_logits(x, sr).argmax(-1)
+        hits[name] = hits.get(name, 0) + int((guess == truth).sum())
+
+
+def accuracy_table(hits: dict[str, int], n: int) -> dict[str, float]:
+    """Print hits as a markdown table of family accuracy; return {row: accuracy}."""
+    acc = {k: v / n for k, v in hits.items()}
+    print("| render | family accuracy |\n|---|---|")
+    for k, v in acc.items():
+        print(f"| {k} | {v:.2f} ({hits[k]} of {n}) |")
+    return acc
+
+
 def neighbour(corpus: Corpus, i: int) -> int | None:
     """Index of the same instrument and pitch at the nearest other velocity."""
     row = corpus.notes[i]

@@ -34,7 +34,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from bench.ddsp_eval import pick, resynth  # noqa: E402
+from bench.ddsp_eval import (accuracy_table, count_family_hits, note_batches, pick,  # noqa: E402
+                             resynth)
 from synth.base import Conditions  # noqa: E402
 from synth.catalog import load_named  # noqa: E402
 from synth.data.corpus import Corpus  # noqa: E402
@@ -130,13 +131,9 @@ def main() -> None:
                                         "model noise as played": [],
                                         "oracle fine pattern as played": []}
     taps = model.noise_window(sr)
-    for s in range(0, len(idx), args.batch):
-        part = idx[s:s + args.batch]
-        audio = torch.from_numpy(corpus.waveform(part)).float()
+    for done, audio, pitch, truth in note_batches(corpus, idx, args.batch):
         n = audio.shape[-1] // hop * hop
         audio, frames = audio[:, :n], n // hop
-        pitch = torch.tensor([float(corpus.notes[i]["pitch"]) for i in part])
-        truth = torch.tensor([int(corpus.notes[i]["family_id"]) for i in part])
         f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
         ld = model.analyze_loudness(audio)
         z = model.encode(audio, Conditions(pitch=pitch))
@@ -162,14 +159,9 @@ def main() -> None:
             rows[f"model harmonic + oracle noise, 65-band envelope per frame x the {label}'s "
                  f"mean fine pattern at {bands} bands, {window}-tap window"] = \
                 harmonic + oracle(static_pattern(left, 65, bands, keep), window, n)
-        for name, x in rows.items():
-            guess = clf.family_logits(x, sr).argmax(-1)
-            hits[name] = hits.get(name, 0) + int((guess == truth).sum())
-        print(f"{s + len(part)}/{len(idx)} notes", flush=True)
-    acc = {k: v / len(idx) for k, v in hits.items()}
-    print("| render | family accuracy |\n|---|---|")
-    for k, v in acc.items():
-        print(f"| {k} | {v:.2f} ({hits[k]} of {len(idx)}) |")
+        count_family_hits(clf, rows, truth, sr, hits)
+        print(f"{done}/{len(idx)} notes", flush=True)
+    acc = accuracy_table(hits, len(idx))
     contrast_mean = {k: sum(v) / len(v) for k, v in contrast.items()}
     print(f"fine contrast at the model's {model.config.n_noise_bands} bands (nats): "
           + ", ".join(f"{k} {v:.2f}" for k, v in contrast_mean.items()))

@@ -119,6 +119,16 @@ class DDSPConfig:
     #: last layer starts at zero, so `--init` from a model without it starts from that model's
     #: exact outputs.
     z_distribution: bool = False
+    #: A second direct path to the harmonic distribution that also reads the frame's loudness:
+    #: an MLP of (z, pitch, loudness) whose output is added to the distribution logits, so a
+    #: note's partial pattern can follow its level (darker as a struck note dies away) without
+    #: passing through the decoder's GRU. The spectral shape's course over the note is what the
+    #: resyntheses miss (bench/ddsp_eq_oracle.py, docs/DDSP.md); the loudness is read as is, so
+    #: a 1 s crop from the middle of a note trains it the same as the whole note. Its last layer
+    #: starts at zero (`--init` keeps the checkpoint's outputs) and learns at
+    #: `z_level_lr_scale` x the learning rate.
+    z_level_distribution: bool = False
+    z_level_lr_scale: float = 5.0
     #: Weight of a direct noise term ("noise/frames"): per frame and band, the log-L1 between
     #: the noise part's expected power (the power response of the FIR its band magnitudes make,
     #: `dsp_filters.filter_power_response`, times the STFT gain of filtered uniform noise; the
@@ -167,7 +177,7 @@ class DDSPConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite weight >= 0, got {value}")
-        for name in ("inharmonicity_lr_scale", "z_noise_lr_scale"):
+        for name in ("inharmonicity_lr_scale", "z_noise_lr_scale", "z_level_lr_scale"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be finite and > 0, got {value}")
@@ -239,6 +249,12 @@ class DDSPGenerator(Generator):
                                         nn.Linear(c.hidden, c.n_harmonics))
             nn.init.zeros_(self.z_dist[-1].weight)
             nn.init.zeros_(self.z_dist[-1].bias)
+        if c.z_level_distribution:
+            self.z_level_dist = nn.Sequential(nn.Linear(c.latent_dim + 2, c.hidden), nn.LeakyReLU(),
+                                              nn.Linear(c.hidden, c.hidden), nn.LeakyReLU(),
+                                              nn.Linear(c.hidden, c.n_harmonics))
+            nn.init.zeros_(self.z_level_dist[-1].weight)
+            nn.init.zeros_(self.z_level_dist[-1].bias)
         if c.z_noise:
             self.z_noise = nn.Sequential(nn.Linear(c.latent_dim + 1, c.hidden), nn.LeakyReLU(),
                                          nn.Linear(c.hidden, c.hidden), nn.LeakyReLU(),
@@ -435,6 +451,8 @@ class DDSPGenerator(Generator):
         amp, dist, noise = out.split([1, c.n_harmonics, c.n_noise_bands], dim=-1)
         if c.z_distribution:
             dist = dist + self.z_dist(torch.cat([z, f0_in], dim=-1))
+        if c.z_level_distribution:
+            dist = dist + self.z_level_dist(torch.cat([z, f0_in, ld_in], dim=-1))
         if c.z_noise:
             noise = noise + self.z_noise(torch.cat([z, f0_in], dim=-1))
         dist = dist + self._tilt(controls)
@@ -807,9 +825,10 @@ class DDSPGenerator(Generator):
         """AdamW over everything; the inharmonicity head's output offset (its last bias) in its
         own group at `inharmonicity_lr_scale` x lr (the head's weights would diverge there), the
         last layers of the `z_noise` path and of the encoder's `encoder_spectrum` reading at
-        `z_noise_lr_scale` x lr."""
+        `z_noise_lr_scale` x lr, the last layer of the `z_level_distribution` path at
+        `z_level_lr_scale` x lr."""
         c = self.config
-        if not c.inharmonicity and not c.z_noise:
+        if not c.inharmonicity and not c.z_noise and not c.z_level_distribution:
             return super().make_optimizers(lr, betas, weight_decay)
         groups, special = [], set()
         if c.inharmonicity:
@@ -821,6 +840,10 @@ class DDSPGenerator(Generator):
             if c.encoder_spectrum:
                 last += list(self.enc_spectrum[-1].parameters())
             groups.append({"params": last, "lr": lr * c.z_noise_lr_scale})
+            special.update(id(p) for p in last)
+        if c.z_level_distribution:
+            last = list(self.z_level_dist[-1].parameters())
+            groups.append({"params": last, "lr": lr * c.z_level_lr_scale})
             special.update(id(p) for p in last)
         groups.insert(0, {"params": [p for p in self.parameters() if id(p) not in special]})
         return {"main": torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)}

@@ -249,6 +249,52 @@ def test_z_distribution_path_starts_unread_gets_gradient_and_follows_z(tmp_path)
     assert (d_a - d_b).abs().max() > 1e-3
 
 
+def test_z_level_path_starts_unread_learns_faster_and_follows_loudness(tmp_path):
+    """`z_level_distribution`: --init from a model without it keeps its controls exactly; the
+    path's last layer gets gradient from the per-frame distribution loss, sits in its own
+    optimizer group at `z_level_lr_scale` x lr, and once trained, moves the distribution with the
+    frame's loudness at a fixed z (what the z -> distribution path cannot)."""
+    from synth.checkpoint import save_model
+    from synth.recipe import init_weights
+
+    torch.manual_seed(0)
+    base_cfg = dataclasses.replace(build("ddsp", debug=True).config, z_distribution=True)
+    plain = build("ddsp", base_cfg).eval()
+    path = save_model(plain, tmp_path / "plain.safetensors")
+    cfg = dataclasses.replace(base_cfg, z_level_distribution=True, harmonic_frame_loss_weight=1.0,
+                              z_level_lr_scale=3.0)
+    level = build("ddsp", cfg).eval()
+    fresh = init_weights(level, str(path))
+    assert fresh and all(name.startswith("z_level_dist.") for name in fresh)
+    frames = 10
+    f0 = torch.full((2, frames), 220.0)
+    ld = torch.linspace(-20.0, -70.0, frames).expand(2, frames)
+    z = torch.randn(2, 1, cfg.latent_dim).expand(-1, frames, -1)
+    (h0, n0), (h1, n1) = plain.get_controls(f0, ld, z), level.get_controls(f0, ld, z)
+    assert torch.allclose(h0.distribution, h1.distribution, atol=1e-6) and torch.equal(n0, n1)
+    level.train()
+    out = level.training_step(plain.example_batch(3, torch.Generator().manual_seed(2)))
+    out["harm/frames"].backward()
+    assert level.z_level_dist[-1].weight.grad.abs().sum() > 0
+    opt = level.make_optimizers(1e-3)["main"]
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lrs[id(level.z_level_dist[-1].weight)] == pytest.approx(3e-3)
+    assert lrs[id(level.z_dist[-1].weight)] == pytest.approx(1e-3)
+    with torch.no_grad():
+        level.z_level_dist[-1].weight.normal_(0, 0.5)
+        # Take every other route to the distribution out (the decoder's distribution rows give
+        # a constant, z and pitch are constant over the frames): what moves is the path's
+        # reading of the loudness.
+        n_h = cfg.n_harmonics
+        level.dense.weight[1:1 + n_h] = 0.0
+        d = level.get_controls(f0, ld, z)[0].distribution[0]
+        still = level.get_controls(f0, torch.full_like(ld, -40.0), z)[0].distribution[0]
+    assert (still - still[:1]).abs().max() < 1e-6
+    assert (d[0] - d[-1]).abs().max() > 1e-3
+    with pytest.raises(ConfigError, match="z_level_lr_scale"):
+        dataclasses.replace(cfg, z_level_lr_scale=0.0)
+
+
 def test_level_weighting_counts_the_decay_as_much_as_the_start(harm_model):
     """`harmonic_frame_weighting` "level": a note loud and bright, then 30 dB down and dark.
     A model right in the loud half and wrong (still bright) in the quiet half scores several

@@ -148,6 +148,13 @@ class DDSPConfig:
     #: fine pattern is what the noise oracle says the high notes lack (docs/DDSP.md). Needs no
     #: `noise_loss_weight`. 0: off.
     noise_pattern_loss_weight: float = 0.0
+    #: Weight of a log-mel term ("recon/mel"): the L1 between the natural-log mel spectrograms
+    #: (the encoder's 128-band mel, 1024-point frames) of the resynthesis and the original, both
+    #: floored 60 dB below the original crop's peak. The multi-scale loss reads linear-frequency
+    #: bins, most of them above the partials that identify an instrument; a mel reading weighs
+    #: the low bands' course over the note as the ear (and the note classifier) does.
+    #: 0: off (as ddsp).
+    mel_loss_weight: float = 0.0
     #: A direct path from (z, pitch) to the noise filter: a small MLP whose output is added to
     #: the decoder's noise band logits at every frame (as `z_distribution` does for the
     #: harmonics). What the harmonics miss in a note is largely one fixed fine pattern (31 Hz
@@ -173,7 +180,7 @@ class DDSPConfig:
             raise ConfigError("harmonic_frame_weighting must be 'amplitude' or 'level', got "
                               f"{self.harmonic_frame_weighting!r}")
         for name in ("inharmonicity_weight", "harmonic_loss_weight", "harmonic_frame_loss_weight",
-                     "noise_loss_weight", "noise_pattern_loss_weight"):
+                     "noise_loss_weight", "noise_pattern_loss_weight", "mel_loss_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite weight >= 0, got {value}")
@@ -752,7 +759,16 @@ class DDSPGenerator(Generator):
                                     inharmonicity=inharm)
         sizes = tuple(s for s in self.config.fft_sizes if s <= n)
         out["recon/mss"] = multiscale_spectral_loss(recon, audio, fft_sizes=sizes)
+        if c.mel_loss_weight > 0:
+            out["recon/mel"] = self.mel_distance(recon, audio)
         return out
+
+    def mel_distance(self, audio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio and (B, T) target -> scalar: mean |log mel - log mel'| (natural log,
+        `self.mel`), both floored 60 dB below the target's peak per item (`mel_loss_weight`)."""
+        ours, theirs = self.mel(audio), self.mel(target)
+        floor = theirs.amax(dim=(1, 2), keepdim=True) - 6.0 * math.log(10.0)
+        return (ours.maximum(floor) - theirs.maximum(floor)).abs().mean()
 
     def _noise_losses(self, audio: torch.Tensor, harmonic: torch.Tensor, mags: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -818,7 +834,8 @@ class DDSPGenerator(Generator):
                 "harm/l1": self.config.harmonic_loss_weight,
                 "harm/frames": self.config.harmonic_frame_loss_weight,
                 "noise/frames": self.config.noise_loss_weight,
-                "noise/pattern": self.config.noise_pattern_loss_weight}
+                "noise/pattern": self.config.noise_pattern_loss_weight,
+                "recon/mel": self.config.mel_loss_weight}
 
     def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:

@@ -126,7 +126,8 @@ class DDSPConfig:
     #: resyntheses miss (bench/ddsp_eq_oracle.py, docs/DDSP.md); the loudness is read as is, so
     #: a 1 s crop from the middle of a note trains it the same as the whole note. Its last layer
     #: starts at zero (`--init` keeps the checkpoint's outputs) and learns at
-    #: `z_level_lr_scale` x the learning rate.
+    #: `z_level_lr_scale` x the learning rate. Not in the bundled model: in a 1,200-step run it
+    #: hardly moved and recognition did not rise (docs/DDSP.md, session 21).
     z_level_distribution: bool = False
     z_level_lr_scale: float = 5.0
     #: Weight of a direct noise term ("noise/frames"): per frame and band, the log-L1 between
@@ -153,7 +154,8 @@ class DDSPConfig:
     #: floored 60 dB below the original crop's peak. The multi-scale loss reads linear-frequency
     #: bins, most of them above the partials that identify an instrument; a mel reading weighs
     #: the low bands' course over the note as the ear (and the note classifier) does.
-    #: 0: off (as ddsp).
+    #: 0: off (as ddsp). Not in the bundled model: at weight 2 it brought the spectra a little
+    #: closer, not the recognition (docs/DDSP.md, session 21).
     mel_loss_weight: float = 0.0
     #: A direct path from (z, pitch) to the noise filter: a small MLP whose output is added to
     #: the decoder's noise band logits at every frame (as `z_distribution` does for the

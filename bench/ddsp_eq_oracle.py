@@ -9,7 +9,9 @@ the original's mel power over the resynthesis's, per band, and each row keeps on
 correction: one static gain per note (the ratio of the note-mean powers, or the note-mean of
 the log ratios), the log ratio smoothed over time, the per-frame ratio, the per-frame ratio
 within the first 0.25 s only or after it only, the per-frame level alone (one gain for every
-band) or the per-frame shape alone (the level taken out). The bundled note classifier's
+band) or the per-frame shape alone (the level taken out), and the 1 s smoothed correction
+within one frequency range only, or everywhere but there (bands centred below 1 kHz, 1-3 kHz,
+3-8 kHz). The bundled note classifier's
 GM-family accuracy on each row says which correction makes the note recognisable: what a model
 would have to get right. It sees the original, so it is an oracle, not a model. Writes
 bench/results/<name>.json (default ddsp_eq_oracle).
@@ -36,10 +38,14 @@ from synth.features import FeatureSpec, mel_filterbank  # noqa: E402
 N_FFT, HOP = 1024, 256
 
 
-def corrections(ratio: torch.Tensor, powers: tuple[torch.Tensor, torch.Tensor], frame_rate: float
-                ) -> dict[str, torch.Tensor]:
+RANGES_HZ = ((0.0, 1000.0), (1000.0, 3000.0), (3000.0, float("inf")))
+
+
+def corrections(ratio: torch.Tensor, powers: tuple[torch.Tensor, torch.Tensor], frame_rate: float,
+                centres_hz: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """ratio: (B, M, T) per-frame mel power ratio (original / resynthesis); powers: the two
-    (B, M, T) mel powers. -> {row: (B, M, T) gain}: the partial corrections the rows apply."""
+    (B, M, T) mel powers; centres_hz: (M,) the bands' centre frequencies, for the rows that
+    correct one frequency range only. -> {row: (B, M, T) gain}: the partial corrections."""
     log_r = torch.log(ratio)
     b, m, t = log_r.shape
     out = {"static, note-mean powers": ((powers[0].mean(-1) + 1e-10)
@@ -61,6 +67,15 @@ def corrections(ratio: torch.Tensor, powers: tuple[torch.Tensor, torch.Tensor], 
     level = log_r.mean(1, keepdim=True)
     out["per frame, level only"] = level.expand(b, m, t).exp()
     out["per frame, shape only (level taken out)"] = (log_r - level).exp()
+    if centres_hz is not None:
+        smooth = out["log ratio smoothed over 1.0 s"]
+        for lo, hi in RANGES_HZ:
+            inside = ((centres_hz >= lo) & (centres_hz < hi))[None, :, None]
+            label = (f"{lo / 1000:g}-{hi / 1000:g} kHz" if hi < float("inf")
+                     else f"above {lo / 1000:g} kHz")
+            ones = torch.ones_like(smooth)
+            out[f"smoothed over 1 s, bands {label} only"] = torch.where(inside, smooth, ones)
+            out[f"smoothed over 1 s, all bands but {label}"] = torch.where(inside, ones, smooth)
     return out
 
 
@@ -85,6 +100,7 @@ def main() -> None:
     fb = mel_filterbank(FeatureSpec(sample_rate=sr, n_fft=N_FFT, hop_length=HOP,
                                     n_mels=args.mels, f_max=sr / 2))  # (M, K)
     spread = fb / fb.sum(0, keepdim=True).clamp_min(1e-8)  # each bin: its bands' weighted mean
+    centres_hz = fb.argmax(1).float() * sr / N_FFT  # (M,) each band's peak bin
     window = torch.hann_window(N_FFT)
     hits: dict[str, int] = {}
     for done, audio, pitch, truth in note_batches(corpus, idx, args.batch):
@@ -97,7 +113,7 @@ def main() -> None:
         mel_r = torch.einsum("mk,bkt->bmt", fb, spec_r.abs().pow(2))
         ratio = (mel_o + 1e-7) / (mel_r + 1e-7)
         rows = {"original": audio, "resynthesis": res}
-        for name, gain in corrections(ratio, (mel_o, mel_r), sr / HOP).items():
+        for name, gain in corrections(ratio, (mel_o, mel_r), sr / HOP, centres_hz).items():
             bins = torch.einsum("mk,bmt->bkt", spread, gain)
             rows[f"resynthesis x mel gain: {name}"] = torch.istft(
                 spec_r * bins.sqrt(), N_FFT, HOP, window=window, length=n)

@@ -106,6 +106,12 @@ class DDSPConfig:
     #: correction on the resyntheses names far more notes when it acts after the first 0.25 s
     #: than within it, `bench/ddsp_eq_oracle.py`).
     harmonic_frame_weighting: str = "amplitude"
+    #: Only partials below this frequency (Hz, at the note's f0) count in "harm/frames" (None:
+    #: every partial below Nyquist). A spectral correction on the resyntheses that acts below
+    #: 3 kHz names nearly as many notes as one over the whole band, while one range alone does
+    #: little (`bench/ddsp_eq_oracle.py`): the first partials' balance is what names the note,
+    #: and an equal weight per partial lets a low note's many high partials outweigh them.
+    harmonic_frame_max_hz: float | None = None
     #: Partials the encoder reads besides its MFCCs (0: MFCCs only, as ddsp): each frame's log
     #: partial distribution at the note's f0 (`synth.partials`), through a small MLP added to
     #: the GRU's z. 30 MFCCs of a 128-band mel keep the spectral envelope but merge partials
@@ -190,6 +196,10 @@ class DDSPConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be finite and > 0, got {value}")
+        if self.harmonic_frame_max_hz is not None and not (
+                math.isfinite(self.harmonic_frame_max_hz) and self.harmonic_frame_max_hz > 0):
+            raise ConfigError(f"harmonic_frame_max_hz must be > 0 Hz (or null), got "
+                              f"{self.harmonic_frame_max_hz}")
         if self.n_noise_bands < 2:
             raise ConfigError(f"n_noise_bands must be at least 2, got {self.n_noise_bands}")
         if self.noise_window is not None and self.noise_window < 3:
@@ -800,7 +810,8 @@ class DDSPGenerator(Generator):
         Note-mean: both means weight frames by the analysed harmonic energy. Per-frame: each
         frame's L1, weighted by the frame's share of the crop's summed partial amplitude (or
         alike within 60 dB of the peak, `harmonic_frame_weighting` "level"). Only
-        partials below Nyquist and crops with any harmonic energy count. Two scalars.
+        partials below Nyquist (per frame, also below `harmonic_frame_max_hz`) and crops with
+        any harmonic energy count. Two scalars.
         """
         from synth.partials import note_distribution, partial_amplitudes
 
@@ -825,7 +836,16 @@ class DDSPGenerator(Generator):
                 share = level
             share = share / share.sum(1, keepdim=True).clamp_min(1e-12)  # (B, F), sums to 1
             keep = valid.to(dist.dtype)[:, None, :]  # (B, 1, H)
+            max_hz = self.config.harmonic_frame_max_hz
+            if max_hz is not None:  # the balance among the partials below max_hz alone
+                k = torch.arange(1, dist.shape[-1] + 1, device=dist.device, dtype=dist.dtype)
+                below = (k * f0_note.reshape(-1, 1).to(dist.dtype)) < max_hz  # (B, H)
+                keep = keep * below[:, None, :].to(dist.dtype)
+                kept = amps * keep
+                frame_target = kept / kept.sum(-1, keepdim=True).clamp_min(1e-12)
             weight = share[..., None] * keep / keep.sum(-1, keepdim=True).clamp_min(1)
+        if max_hz is not None:
+            dist = dist * keep
         model_frames = dist / dist.sum(-1, keepdim=True).clamp_min(1e-12)
         err_f = (torch.log(model_frames + floor) - torch.log(frame_target + floor)).abs()
         frames = (err_f * weight).sum() / valid.any(-1).sum().clamp_min(1)

@@ -295,6 +295,33 @@ def test_z_level_path_starts_unread_learns_faster_and_follows_loudness(tmp_path)
         dataclasses.replace(cfg, z_level_lr_scale=0.0)
 
 
+def test_frame_term_reads_only_the_partials_below_its_max_hz(harm_model):
+    """`harmonic_frame_max_hz`: a distribution right in its low partials and wrong above 1 kHz
+    scores (near) zero on "harm/frames" with the limit at 1 kHz and clearly not without it; one
+    wrong below the limit scores with it too; a bad limit is refused."""
+    sr, hop, n_h = harm_model.sample_rate, harm_model.hop_length, harm_model.config.n_harmonics
+    frames = 100
+    f0 = torch.full((1, frames), 200.0)
+    k = torch.arange(1, n_h + 1, dtype=torch.float32)
+    true = 1.0 / k
+    true = true / true.sum()
+    audio = dsp.harmonic_synthesis(f0[..., None], torch.full((1, frames, 1), 0.3),
+                                   true.expand(1, frames, n_h), frames * hop, sr)
+    high_wrong = torch.where(k * 200.0 < 1000.0, true, true * 20.0)
+    low_wrong = torch.where(k == 1, true * 20.0, true)  # the fundamental against the rest
+    score = {}
+    for limit in (None, 1000.0):
+        m = build("ddsp", dataclasses.replace(harm_model.config, harmonic_frame_max_hz=limit))
+        score[limit] = [float(m._harmonic_losses(audio, f0, d.expand(1, frames, n_h), None)[1])
+                        for d in (true, high_wrong, low_wrong)]
+    assert score[1000.0][0] < 0.1 and score[None][0] < 0.1
+    assert score[1000.0][1] < 0.1 < score[None][1]
+    assert score[1000.0][2] > 0.5
+    for bad in (0.0, -5.0, float("nan")):
+        with pytest.raises(ConfigError, match="harmonic_frame_max_hz"):
+            dataclasses.replace(harm_model.config, harmonic_frame_max_hz=bad)
+
+
 def test_level_weighting_counts_the_decay_as_much_as_the_start(harm_model):
     """`harmonic_frame_weighting` "level": a note loud and bright, then 30 dB down and dark.
     A model right in the loud half and wrong (still bright) in the quiet half scores several

@@ -29,10 +29,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from bench.ddsp_eval import (accuracy_table, count_family_hits, note_batches, pick,  # noqa: E402
-                             resynth)
-from synth.catalog import load_named  # noqa: E402
-from synth.data.corpus import Corpus  # noqa: E402
+from bench.ddsp_eval import (accuracy_table, count_family_hits, heldout_setup,  # noqa: E402
+                             note_batches, resynth)
 from synth.features import FeatureSpec, mel_filterbank  # noqa: E402
 
 N_FFT, HOP = 1024, 256
@@ -92,10 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = load_named(args.model).eval()
-    clf = load_named("classifier-gm").eval()
-    corpus = Corpus.open(args.corpus)
-    idx = pick(corpus, "test", "train", args.n, 0)
+    model, clf, corpus, idx = heldout_setup(args.model, args.corpus, args.n)
     sr = model.sample_rate
     fb = mel_filterbank(FeatureSpec(sample_rate=sr, n_fft=N_FFT, hop_length=HOP,
                                     n_mels=args.mels, f_max=sr / 2))  # (M, K)

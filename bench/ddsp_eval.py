@@ -50,6 +50,17 @@ def pick(corpus: Corpus, split: str | None, inst_split: str, n: int, seed: int) 
     return sorted(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
 
 
+def heldout_setup(model_name: str, corpus_path: str, n: int, seed: int = 0):
+    """(model, note classifier, corpus, idx): the DDSP model (bundled name or checkpoint) and the
+    bundled classifier in eval mode, and the `pick` of `n` held-out notes of training
+    instruments, as the oracle and recognition benches share them."""
+    from synth.catalog import load_named
+
+    corpus = Corpus.open(corpus_path)
+    return (load_named(model_name).eval(), load_named("classifier-gm").eval(), corpus,
+            pick(corpus, "test", "train", n, seed))
+
+
 def note_batches(corpus: Corpus, idx: list[int], batch: int):
     """Yield (done, audio (B, T), pitch (B,), family (B,)) for `idx` in batches: done counts the
     notes given out so far."""

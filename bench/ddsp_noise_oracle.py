@@ -34,11 +34,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from bench.ddsp_eval import (accuracy_table, count_family_hits, note_batches, pick,  # noqa: E402
-                             resynth)
+from bench.ddsp_eval import (accuracy_table, count_family_hits, heldout_setup,  # noqa: E402
+                             note_batches, resynth)
 from synth.base import Conditions  # noqa: E402
-from synth.catalog import load_named  # noqa: E402
-from synth.data.corpus import Corpus  # noqa: E402
 from synth.dsp_filters import (band_weights, filter_power_response, filtered_noise,  # noqa: E402
                                 fine_pattern)
 from synth.pitch import midi_to_hz  # noqa: E402
@@ -120,10 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    model = load_named(args.model).eval()
-    clf = load_named("classifier-gm").eval()
-    corpus = Corpus.open(args.corpus)
-    idx = pick(corpus, "test", "train", args.n, 0)
+    model, clf, corpus, idx = heldout_setup(args.model, args.corpus, args.n)
     sr, hop = model.sample_rate, model.hop_length
     oracle = OracleNoise(model.frame_power)
     hits: dict[str, int] = {}

@@ -20,9 +20,7 @@ import time
 import torch
 
 from bench.common import write_result
-from bench.ddsp_eval import pick, resynth
-from synth.catalog import load_named
-from synth.data.corpus import Corpus
+from bench.ddsp_eval import heldout_setup, resynth
 
 
 def octave(pitch: int) -> str:
@@ -42,10 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     levels = [float(v) for v in args.noise_db.split(",")]
-    model = load_named(args.model)
-    clf = load_named("classifier-gm")
-    corpus = Corpus.open(args.corpus)
-    idx = pick(corpus, "test", "train", args.n, 0)
+    model, clf, corpus, idx = heldout_setup(args.model, args.corpus, args.n)
     start = time.perf_counter()
     hits = {v: collections.Counter() for v in ["original"] + [f"noise_db {x:+g}" for x in levels]}
     total: collections.Counter = collections.Counter()

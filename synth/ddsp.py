@@ -224,6 +224,19 @@ def _zero_started_reading(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return net
 
 
+def _zero_started_path(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    """`layers` x (Linear -> LeakyReLU), then a Linear whose weights and bias start at zero: a
+    direct path added to decoder logits that starts silent, so `--init` from a model without it
+    keeps that model's exact outputs. (Module indices 0, 2, 4, ...: the checkpoints' names.)"""
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(n_in if i == 0 else hidden, hidden), nn.LeakyReLU()]
+    mods.append(nn.Linear(hidden, n_out))
+    nn.init.zeros_(mods[-1].weight)
+    nn.init.zeros_(mods[-1].bias)
+    return nn.Sequential(*mods)
+
+
 def _dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
     """Orthonormal DCT-II, (n_mels, n_mfcc) (as librosa / scipy `dct(norm='ortho')`)."""
     n = torch.arange(n_mels, dtype=torch.float64)
@@ -264,23 +277,12 @@ class DDSPGenerator(Generator):
         self.dec_gru = nn.GRU(3 * c.hidden, c.hidden, batch_first=True)
         self.out_mlp = _mlp(4 * c.hidden, c.hidden)
         self.dense = nn.Linear(c.hidden, 1 + c.n_harmonics + c.n_noise_bands)
-        if c.z_distribution:
-            self.z_dist = nn.Sequential(nn.Linear(c.latent_dim + 1, c.hidden), nn.LeakyReLU(),
-                                        nn.Linear(c.hidden, c.n_harmonics))
-            nn.init.zeros_(self.z_dist[-1].weight)
-            nn.init.zeros_(self.z_dist[-1].bias)
-        if c.z_level_distribution:
-            self.z_level_dist = nn.Sequential(nn.Linear(c.latent_dim + 2, c.hidden), nn.LeakyReLU(),
-                                              nn.Linear(c.hidden, c.hidden), nn.LeakyReLU(),
-                                              nn.Linear(c.hidden, c.n_harmonics))
-            nn.init.zeros_(self.z_level_dist[-1].weight)
-            nn.init.zeros_(self.z_level_dist[-1].bias)
-        if c.z_noise:
-            self.z_noise = nn.Sequential(nn.Linear(c.latent_dim + 1, c.hidden), nn.LeakyReLU(),
-                                         nn.Linear(c.hidden, c.hidden), nn.LeakyReLU(),
-                                         nn.Linear(c.hidden, c.n_noise_bands))
-            nn.init.zeros_(self.z_noise[-1].weight)
-            nn.init.zeros_(self.z_noise[-1].bias)
+        if c.z_distribution:  # (z, pitch)
+            self.z_dist = _zero_started_path(c.latent_dim + 1, c.hidden, c.n_harmonics, 1)
+        if c.z_level_distribution:  # (z, pitch, loudness)
+            self.z_level_dist = _zero_started_path(c.latent_dim + 2, c.hidden, c.n_harmonics, 2)
+        if c.z_noise:  # (z, pitch)
+            self.z_noise = _zero_started_path(c.latent_dim + 1, c.hidden, c.n_noise_bands, 2)
         self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate)) if c.reverb else None
         if c.inharmonicity:
             self.inharm_head = nn.Sequential(nn.Linear(c.latent_dim + 1, 64), nn.LeakyReLU(),

@@ -15,7 +15,12 @@ not a model. Rows: the originals, the model's resynthesis, the model's harmonic 
 own noise (the resynthesis without the loudness lock), one row per resolution, and two rows that
 split the oracle into a 65-band envelope per frame times one fine pattern per note (the whole
 note's, or the first second's: `static_pattern`), what a static (z, pitch) -> fine-noise path
-(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. Also reports the fine contrast
+(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. With `--corrections`, rows that keep the
+model's own noise and correct it: by one static gain per band and note (the note-mean log ratio
+of the leftover to the model's noise power, at the model's bands; all of it, or only where it
+raises the noise), and by adding noise shaped like the model's own harmonic part (its STFT power
+read at the bands, at a fixed level below it, `--partial-db`; not an oracle: it sees no
+original), what `DDSPConfig.partial_noise` draws. Also reports the fine contrast
 (`fine_contrast`) of the model's noise filter and of the oracle's note-mean pattern at the
 model's bands. Writes
 bench/results/<name>.json (default ddsp_noise_oracle).
@@ -90,6 +95,39 @@ class OracleNoise:
                               generator=torch.Generator().manual_seed(0))
 
 
+def corrected_noise(model, oracle: OracleNoise, audio: torch.Tensor, pitch: torch.Tensor,
+                    harmonic: torch.Tensor, noise: torch.Tensor, left: torch.Tensor,
+                    partial_db: list[float], raises: dict[str, list[float]]
+                    ) -> dict[str, torch.Tensor]:
+    """The `--corrections` rows: the model's own noise (read at its bands, replayed) corrected by
+    one static gain per band and note, and completed by harmonic-shaped noise at fixed levels.
+    audio, harmonic, noise: (B, T); pitch: (B,) MIDI; left: (B, F, K) leftover power ->
+    {row: (B, T) audio}. Appends to `raises` the static gain's mean raise (nats, the positive
+    part of the log ratio) over the bands by their distance to the nearest partial."""
+    bands, window, n = model.config.n_noise_bands, model.noise_window(model.sample_rate), \
+        audio.shape[-1]
+    ours = to_bands(model.frame_power(noise), bands) + 1e-10
+    log_ratio = (torch.log(to_bands(left, bands) + 1e-10) - torch.log(ours)).mean(1, keepdim=True)
+    shaped = to_bands(model.frame_power(harmonic), bands)
+    hz = torch.linspace(0, model.sample_rate / 2, bands)[None, :]
+    ratio = hz / midi_to_hz(pitch)[:, None]
+    away = (ratio - ratio.round()).abs()  # 0 on a partial, 0.5 half-way between two
+    up = log_ratio[:, 0].clamp_min(0)
+    for label, lo, hi in (("within 0.1 f0 of a partial", 0.0, 0.1), ("0.1-0.25 f0 away", 0.1, 0.25),
+                          ("0.25-0.5 f0 away", 0.25, 0.51)):
+        inside = (away >= lo) & (away < hi) & (ratio > 0.5)
+        raises.setdefault(label, []).append(float(up[inside].mean()))
+    rows = {"model harmonic + model noise, replayed": harmonic + oracle(ours, window, n),
+            "model harmonic + model noise x one static gain per band (oracle)":
+                harmonic + oracle(ours * log_ratio.exp(), window, n),
+            "model harmonic + model noise x the same gain where it raises the noise (oracle)":
+                harmonic + oracle(ours * log_ratio.clamp_min(0).exp(), window, n)}
+    for db in partial_db:
+        rows[f"model harmonic + model noise + harmonic-shaped noise at {db:g} dB"] = \
+            harmonic + oracle(ours + shaped * 10 ** (db / 10), window, n)
+    return rows
+
+
 def resolutions(text: str) -> list[tuple[int, int]]:
     """'65:128,257:512' -> [(65, 128), (257, 512)] (bands:window taps)."""
     out = []
@@ -112,6 +150,10 @@ def main() -> None:
         help="comma-separated BANDS:WINDOW noise resolutions (65:128 is ddsp's, as trained)")
     ap.add_argument("--static", type=lambda t: resolutions(t)[0], default=None,
                     help="BANDS:WINDOW of the static-pattern rows (default: the last --bands)")
+    ap.add_argument("--corrections", action="store_true",
+                    help="add the static-gain and harmonic-shaped-noise rows")
+    ap.add_argument("--partial-db", default="-15,-20,-25",
+                    help="levels (dB below the harmonic part) of the harmonic-shaped noise rows")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="ddsp_noise_oracle")
@@ -122,6 +164,7 @@ def main() -> None:
     sr, hop = model.sample_rate, model.hop_length
     oracle = OracleNoise(model.frame_power)
     hits: dict[str, int] = {}
+    raises: dict[str, list[float]] = {}
     contrast: dict[str, list[float]] = {"model noise": [], "oracle fine pattern": [],
                                         "model noise as played": [],
                                         "oracle fine pattern as played": []}
@@ -149,6 +192,9 @@ def main() -> None:
         for bands, window in args.bands:
             rows[f"model harmonic + oracle noise, {bands} bands, {window}-tap window"] = \
                 harmonic + oracle(to_bands(left, bands), window, n)
+        if args.corrections:
+            rows.update(corrected_noise(model, oracle, audio, pitch, harmonic, noise, left,
+                                        [float(v) for v in args.partial_db.split(",")], raises))
         bands, window = args.bands[-1] if args.static is None else args.static
         for label, keep in (("whole note", frames), ("first second", model.config.frame_rate)):
             rows[f"model harmonic + oracle noise, 65-band envelope per frame x the {label}'s "
@@ -157,6 +203,8 @@ def main() -> None:
         count_family_hits(clf, rows, truth, sr, hits)
         print(f"{done}/{len(idx)} notes", flush=True)
     acc = accuracy_table(hits, len(idx))
+    for label, values in raises.items():
+        print(f"static gain, mean raise {label}: {sum(values) / len(values):.2f} nats")
     contrast_mean = {k: sum(v) / len(v) for k, v in contrast.items()}
     print(f"fine contrast at the model's {model.config.n_noise_bands} bands (nats): "
           + ", ".join(f"{k} {v:.2f}" for k, v in contrast_mean.items()))
@@ -165,6 +213,8 @@ def main() -> None:
                                     "n": len(idx), "family_accuracy": acc, "hits": hits,
                                     "noise_bands": model.config.n_noise_bands,
                                     "fine_contrast_nats": contrast_mean,
+                                    "static_gain_raise_nats": {k: sum(v) / len(v)
+                                                               for k, v in raises.items()},
                                     "wall_s": time.perf_counter() - start})
     print(f"wrote {path}")
 

@@ -24,6 +24,7 @@ audio against the note's label (`--classifier`; the originals' own accuracy is t
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -50,15 +51,30 @@ def pick(corpus: Corpus, split: str | None, inst_split: str, n: int, seed: int) 
     return sorted(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
 
 
-def heldout_setup(model_name: str, corpus_path: str, n: int, seed: int = 0):
-    """(model, note classifier, corpus, idx): the DDSP model (bundled name or checkpoint) and the
-    bundled classifier in eval mode, and the `pick` of `n` held-out notes of training
-    instruments, as the oracle and recognition benches share them."""
+def with_config(model, overrides: dict | None):
+    """The model rebuilt with some config fields replaced and its weights loaded strictly: for
+    settings that add no weights (e.g. a fixed `partial_noise` level). None or {}: the model."""
+    if not overrides:
+        return model
+    import dataclasses
+
+    rebuilt = type(model)(dataclasses.replace(model.config, **overrides))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    rebuilt.checkpoint_meta = getattr(model, "checkpoint_meta", {})
+    return rebuilt.eval()
+
+
+def heldout_setup(model_name: str, corpus_path: str, n: int, seed: int = 0,
+                  overrides: dict | None = None):
+    """(model, note classifier, corpus, idx): the DDSP model (bundled name or checkpoint, with
+    `overrides` to its config, `with_config`) and the bundled classifier in eval mode, and the
+    `pick` of `n` held-out notes of training instruments, as the oracle and recognition benches
+    share them."""
     from synth.catalog import load_named
 
     corpus = Corpus.open(corpus_path)
-    return (load_named(model_name).eval(), load_named("classifier-gm").eval(), corpus,
-            pick(corpus, "test", "train", n, seed))
+    return (with_config(load_named(model_name), overrides), load_named("classifier-gm").eval(),
+            corpus, pick(corpus, "test", "train", n, seed))
 
 
 def note_batches(corpus: Corpus, idx: list[int], batch: int):
@@ -207,11 +223,14 @@ def main() -> None:
     ap.add_argument("--name", default="ddsp_eval", help="bench/results/<name>.json")
     ap.add_argument("--reverb-mixes", default="",
                     help="extra rows at these levels of the learned reverb, e.g. '0,0.5' (0: dry)")
+    ap.add_argument("--config", type=json.loads, default=None,
+                    help="JSON config fields to replace (settings that add no weights), e.g. "
+                         "'{\"partial_noise\": true, \"partial_noise_range_db\": 0}'")
     ap.add_argument("--no-calibration", action="store_true",
                     help="only the model rows (and the originals' family accuracy)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model).eval()
+    model = with_config(load_model(args.model).eval(), args.config)
     classifier = None
     if args.classifier:
         from synth.catalog import load_named
@@ -226,7 +245,8 @@ def main() -> None:
                               calibration=not args.no_calibration)
                for name, idx in sets.items()}
     meta = getattr(model, "checkpoint_meta", {})
-    payload = {"model": args.model, "steps": meta.get("steps"), "corpus_hash": corpus.hash,
+    payload = {"model": args.model, "config": args.config, "steps": meta.get("steps"),
+               "corpus_hash": corpus.hash,
                "results": results, "seconds": time.perf_counter() - start}
     print("| set | row | f0 error (cents, median) | voicing agreement | loudness L1 (dB) | "
           "MR-STFT | mel L1 | family accuracy |")

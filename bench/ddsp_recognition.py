@@ -2,25 +2,29 @@
 and how that moves with the level of the noise part.
 
 The same pick as bench.ddsp_eval (held-out notes of training instruments, pitched families, MIDI
-36-84; `--n` notes, seed 0), resynthesised as there (manifest pitch, the original's loudness, its
+36-84; `--n` notes, `--seed` 0 by default; `--unseen`: notes of the unseen instruments instead),
+resynthesised as there (manifest pitch, the original's loudness, its
 own z, the loudness lock); each `--noise-db` value renders the same notes again with the model's
 `noise_db` control (0 = as trained). Reports, per variant, the bundled classifier's GM-family hits
 by family and by octave (MIDI 36-47, 48-59, ...), beside the originals'.
 
     python -m bench.ddsp_recognition --model studio/models/ddsp-gm.safetensors --n 96
     python -m bench.ddsp_recognition --model ddsp-gm --n 96 --noise-db 0,-6,-12,-24,6 --name X
+    python -m bench.ddsp_recognition --model ddsp-gm --n 96 --seed 1 --config '{"partial_noise":
+        true, "partial_noise_range_db": 0}' --name Y
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import time
 
 import torch
 
 from bench.common import write_result
-from bench.ddsp_eval import heldout_setup, resynth
+from bench.ddsp_eval import heldout_setup, pick, resynth
 
 
 def octave(pitch: int) -> str:
@@ -34,13 +38,20 @@ def main() -> None:
     ap.add_argument("--corpus", default="data/gm")
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--noise-db", default="0", help="comma-separated noise_db values (0: as trained)")
+    ap.add_argument("--config", type=json.loads, default=None,
+                    help="JSON config fields to replace (settings that add no weights)")
+    ap.add_argument("--seed", type=int, default=0, help="which held-out notes (bench.ddsp_eval.pick)")
+    ap.add_argument("--unseen", action="store_true",
+                    help="notes of the unseen (test-split) instruments instead")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="ddsp_recognition")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     levels = [float(v) for v in args.noise_db.split(",")]
-    model, clf, corpus, idx = heldout_setup(args.model, args.corpus, args.n)
+    model, clf, corpus, idx = heldout_setup(args.model, args.corpus, args.n, args.seed, args.config)
+    if args.unseen:
+        idx = pick(corpus, None, "test", args.n, args.seed)
     start = time.perf_counter()
     hits = {v: collections.Counter() for v in ["original"] + [f"noise_db {x:+g}" for x in levels]}
     total: collections.Counter = collections.Counter()
@@ -69,7 +80,8 @@ def main() -> None:
     print("|---|---|" + "---|" * len(groups))
     for name, h in hits.items():
         print(f"| {name} | {h['all']}/{len(idx)} | " + " | ".join(f"{h[g]}/{total[g]}" for g in groups) + " |")
-    payload = {"model": args.model, "notes": len(idx), "corpus_hash": corpus.hash,
+    payload = {"model": args.model, "config": args.config, "seed": args.seed,
+               "unseen": args.unseen, "notes": len(idx), "corpus_hash": corpus.hash,
                "totals": dict(total), "hits": {k: dict(v) for k, v in hits.items()},
                "seconds": time.perf_counter() - start}
     print(f"wrote {write_result(args.name, payload)}")

@@ -191,7 +191,9 @@ class DDSPConfig:
     #: names 83 of 96 held-out notes against 75; harmonic-shaped noise at one fixed level
     #: 79; docs/DDSP.md, session 22). The noise terms see it as part of the noise; the partials'
     #: amplitudes are detached in it, so only its level learns from it. The path's last layer
-    #: learns at `partial_noise_lr_scale` x the learning rate.
+    #: learns at `partial_noise_lr_scale` x the learning rate. `partial_noise_range_db` 0: no
+    #: path, the level is `partial_noise_db` throughout (the training losses pull a learned
+    #: level down, where the note classifier names fewer notes: docs/DDSP.md, session 22).
     partial_noise: bool = False
     partial_noise_db: float = -20.0
     partial_noise_range_db: float = 20.0
@@ -211,7 +213,7 @@ class DDSPConfig:
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite weight >= 0, got {value}")
         for name in ("inharmonicity_lr_scale", "z_noise_lr_scale", "z_level_lr_scale",
-                     "partial_noise_lr_scale", "partial_noise_range_db"):
+                     "partial_noise_lr_scale"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{name} must be finite and > 0, got {value}")
@@ -221,6 +223,9 @@ class DDSPConfig:
                               f"{self.harmonic_frame_max_hz}")
         if not math.isfinite(self.partial_noise_db):
             raise ConfigError(f"partial_noise_db must be finite, got {self.partial_noise_db}")
+        if not (math.isfinite(self.partial_noise_range_db) and self.partial_noise_range_db >= 0):
+            raise ConfigError(f"partial_noise_range_db must be finite and >= 0, got "
+                              f"{self.partial_noise_range_db}")
         if self.n_noise_bands < 2:
             raise ConfigError(f"n_noise_bands must be at least 2, got {self.n_noise_bands}")
         if self.noise_window is not None and self.noise_window < 3:
@@ -303,8 +308,9 @@ class DDSPGenerator(Generator):
             self.z_level_dist = _zero_started_path(c.latent_dim + 2, c.hidden, c.n_harmonics, 2)
         if c.z_noise:  # (z, pitch)
             self.z_noise = _zero_started_path(c.latent_dim + 1, c.hidden, c.n_noise_bands, 2)
-        if c.partial_noise:  # (z, pitch, loudness) -> the level of the noise on the partials
+        if c.partial_noise and c.partial_noise_range_db > 0:  # (z, pitch, loudness) -> its level
             self.partial_noise = _zero_started_path(c.latent_dim + 2, c.hidden, 1, 2)
+        if c.partial_noise:
             self._partial_noise_gain = partial_noise_gain(
                 c.n_noise_bands, self.noise_window(c.sample_rate), c.sample_rate)
         self.reverb = TrainableReverb(int(c.reverb_seconds * c.sample_rate)) if c.reverb else None
@@ -506,8 +512,10 @@ class DDSPGenerator(Generator):
                                      inharmonicity=inharmonicity)
         mags = dsp.noise_controls(noise)
         if c.partial_noise:
-            level_db = c.partial_noise_db + c.partial_noise_range_db * torch.tanh(
-                self.partial_noise(torch.cat([z, f0_in, ld_in], dim=-1)))
+            level_db = torch.full_like(ld_in, c.partial_noise_db)
+            if c.partial_noise_range_db > 0:
+                level_db = level_db + c.partial_noise_range_db * torch.tanh(
+                    self.partial_noise(torch.cat([z, f0_in, ld_in], dim=-1)))
             mags = self._with_partial_noise(mags, harm, level_db, inharmonicity)
         gh, gn = self._part_gains(controls)
         if gh != 1.0 or gn != 1.0:
@@ -910,7 +918,8 @@ class DDSPGenerator(Generator):
         `z_level_lr_scale` x lr, the last layer of the `partial_noise` path at
         `partial_noise_lr_scale` x lr."""
         c = self.config
-        if not (c.inharmonicity or c.z_noise or c.z_level_distribution or c.partial_noise):
+        learned_pn = c.partial_noise and c.partial_noise_range_db > 0
+        if not (c.inharmonicity or c.z_noise or c.z_level_distribution or learned_pn):
             return super().make_optimizers(lr, betas, weight_decay)
         groups, special = [], set()
         if c.inharmonicity:
@@ -927,7 +936,7 @@ class DDSPGenerator(Generator):
             last = list(self.z_level_dist[-1].parameters())
             groups.append({"params": last, "lr": lr * c.z_level_lr_scale})
             special.update(id(p) for p in last)
-        if c.partial_noise:
+        if learned_pn:
             last = list(self.partial_noise[-1].parameters())
             groups.append({"params": last, "lr": lr * c.partial_noise_lr_scale})
             special.update(id(p) for p in last)

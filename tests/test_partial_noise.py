@@ -133,9 +133,26 @@ def test_the_noise_term_teaches_the_partial_noise_its_level(base):
     assert float(extra.max()) < 1.01 * float((mags.pow(2) - base_mags.pow(2)).max()) * 10 ** 0.8
 
 
-@pytest.mark.parametrize("field,value", [("partial_noise_range_db", 0.0),
+@pytest.mark.parametrize("field,value", [("partial_noise_range_db", -1.0),
                                          ("partial_noise_db", float("nan")),
                                          ("partial_noise_lr_scale", -1.0)])
 def test_bad_partial_noise_settings_are_refused_by_name(base, field, value):
     with pytest.raises(ConfigError, match=field):
         _pn_model(base, **{field: value})
+
+
+def test_a_zero_range_fixes_the_level_without_a_path(base, tmp_path):
+    """`partial_noise_range_db` 0: no path, nothing new in the checkpoint (a model without the
+    option loads strictly), and the noise gains the partials' power at `partial_noise_db`."""
+    fixed = _pn_model(base, partial_noise_range_db=0.0, partial_noise_db=-20.0).eval()
+    fixed.load_state_dict(base.state_dict(), strict=True)
+    learned = _pn_model(base, partial_noise_db=-20.0).eval()
+    learned.load_state_dict(base.state_dict(), strict=False)
+    z = torch.randn(2, 30, base.latent_dim, generator=torch.Generator().manual_seed(4))
+    f0, ld = torch.tensor([[260.0], [390.0]]).expand(2, 30), torch.full((2, 30), -25.0)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed.get_controls(f0, ld, z)[1],
+                                   learned.get_controls(f0, ld, z)[1])
+        assert float((fixed.get_controls(f0, ld, z)[1] - base.get_controls(f0, ld, z)[1]).max()) > 0
+    opt = fixed.make_optimizers(1e-3)["main"]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(fixed.parameters()))

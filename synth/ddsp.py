@@ -162,7 +162,9 @@ class DDSPConfig:
     #: `noise_loss_weight`, the same floor): the note-mean log ratio that, as one static gain per
     #: band on the model's noise, names 83 of 96 held-out notes against 76
     #: (`bench.ddsp_noise_oracle --corrections`), at every spectral scale, where the pattern term
-    #: sees the fine scale alone and the frame term each frame's draw. 0: off.
+    #: sees the fine scale alone and the frame term each frame's draw. 0: off. Not in the
+    #: bundled model: 2,000 steps took part of the gap on the partials, not the recognition
+    #: (docs/DDSP.md, session 22).
     noise_static_loss_weight: float = 0.0
     #: Weight of a log-mel term ("recon/mel"): the L1 between the natural-log mel spectrograms
     #: (the encoder's 128-band mel, 1024-point frames) of the resynthesis and the original, both
@@ -199,8 +201,9 @@ class DDSPConfig:
     #: 79; docs/DDSP.md, session 22). The noise terms see it as part of the noise; the partials'
     #: amplitudes are detached in it, so only its level learns from it. The path's last layer
     #: learns at `partial_noise_lr_scale` x the learning rate. `partial_noise_range_db` 0: no
-    #: path, the level is `partial_noise_db` throughout (the training losses pull a learned
-    #: level down, where the note classifier names fewer notes: docs/DDSP.md, session 22).
+    #: path, the level is `partial_noise_db` throughout. Not in the bundled model: the training
+    #: losses pull a learned level down to about -31 dB, and a fixed -20 dB named more of three
+    #: 96-note sets but fewer of the README's 48 + 48 (docs/DDSP.md, session 22).
     partial_noise: bool = False
     partial_noise_db: float = -20.0
     partial_noise_range_db: float = 20.0

@@ -15,15 +15,14 @@ not a model. Rows: the originals, the model's resynthesis, the model's harmonic 
 own noise (the resynthesis without the loudness lock), one row per resolution, and two rows that
 split the oracle into a 65-band envelope per frame times one fine pattern per note (the whole
 note's, or the first second's: `static_pattern`), what a static (z, pitch) -> fine-noise path
-(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. With `--corrections`, rows that keep the
-model's own noise and correct it: by one static gain per band and note (the note-mean log ratio
-of the leftover to the model's noise power, at the model's bands; all of it, or only where it
-raises the noise), and by adding noise shaped like the model's own harmonic part (its STFT power
-read at the bands, at a fixed level below it, `--partial-db`; not an oracle: it sees no
-original), what `DDSPConfig.partial_noise` draws. Also reports the fine contrast
+(`DDSPConfig.z_noise`) could add to a coarse frame-wise noise. With `--corrections`, rows that
+keep the model's own noise and correct it: by one static gain per band and note (the note-mean
+log ratio of the leftover to the model's noise power, at the model's bands; all of it, or only
+where it raises the noise), and by adding noise shaped like the model's own harmonic part (its
+STFT power read at the bands, at a fixed level below it, `--partial-db`; not an oracle: it sees
+no original), what `DDSPConfig.partial_noise` draws. Also reports the fine contrast
 (`fine_contrast`) of the model's noise filter and of the oracle's note-mean pattern at the
-model's bands. Writes
-bench/results/<name>.json (default ddsp_noise_oracle).
+model's bands. Writes bench/results/<name>.json (default ddsp_noise_oracle).
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def main() -> None:
     ap.add_argument("--noise-db", default="0", help="comma-separated noise_db values (0: as trained)")
     ap.add_argument("--config", type=json.loads, default=None,
                     help="JSON config fields to replace (settings that add no weights)")
-    ap.add_argument("--seed", type=int, default=0, help="which held-out notes (bench.ddsp_eval.pick)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="which held-out notes (bench.ddsp_eval.pick)")
     ap.add_argument("--unseen", action="store_true",
                     help="notes of the unseen (test-split) instruments instead")
     ap.add_argument("--batch", type=int, default=16)

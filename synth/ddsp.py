@@ -882,7 +882,8 @@ class DDSPGenerator(Generator):
         if bands not in cache:
             noise = torch.rand(1, 8 * self.sample_rate, generator=torch.Generator().manual_seed(0))
             power = self.frame_power(noise.to(self.dct) * 2 - 1)
-            read = (power @ band_weights(power.shape[-1], bands, power.device, power.dtype))[..., 2:-2]
+            weights = band_weights(power.shape[-1], bands, power.device, power.dtype)
+            read = (power @ weights)[..., 2:-2]
             cache[bands] = float((torch.log(read).mean(1) - torch.log(read.mean(1))).mean())
         return cache[bands]
 

@@ -52,7 +52,7 @@ import numpy as np
 from synth.data.corpus import to_int16
 from synth.data.descriptors import describe
 from synth.data.gm import FAMILIES
-from synth.data.shards import finalize, options_hash, read_shards, shard_done, write_shard
+from synth.data.shards import NoteGrid, finalize, options_hash, read_shards, shard_done, write_shard
 from synth.errors import ConfigError, SynthStudioError
 from synth.fileio import atomic_write_text
 
@@ -87,7 +87,7 @@ def family_of(kind: str, preset: dict[str, Any]) -> str:
 
 
 @dataclass
-class ProceduralOptions:
+class ProceduralOptions(NoteGrid):
     types: tuple[str, ...] = TYPES
     instruments_per_type: int = 4
     pitch_low: int = 36
@@ -105,26 +105,12 @@ class ProceduralOptions:
             raise ConfigError(f"types must be distinct names from {TYPES}, got {self.types}")
         if self.instruments_per_type < 1:
             raise ConfigError("instruments_per_type must be at least 1")
-        if not 0 <= self.pitch_low <= self.pitch_high <= 127 or self.pitch_step < 1:
-            raise ConfigError(f"bad pitch range {self.pitch_low}-{self.pitch_high} "
-                              f"step {self.pitch_step}")
-        if self.sample_rate < 8000 or self.held_seconds <= 0 or self.release_seconds < 0:
-            raise ConfigError("sample rate must be >= 8000 Hz, held > 0 s and release >= 0 s")
+        self.check_grid()
         if midi_hz(self.pitch_high) > self.sample_rate / 8:
             raise ConfigError(f"pitch_high {self.pitch_high} is above sample_rate / 8 "
                               f"({self.sample_rate / 8:g} Hz); lower it or raise the sample rate")
-        if not self.velocities or any(not 1 <= v <= 127 for v in self.velocities):
-            raise ConfigError("velocities must be in 1-127")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative int, got {self.seed!r}")
-
-    @property
-    def pitches(self) -> list[int]:
-        return list(range(self.pitch_low, self.pitch_high + 1, self.pitch_step))
-
-    @property
-    def n_samples(self) -> int:
-        return int(round((self.held_seconds + self.release_seconds) * self.sample_rate))
 
     def jobs(self) -> list[tuple[str, int]]:
         return [(t, i) for t in self.types for i in range(self.instruments_per_type)]

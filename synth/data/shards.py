@@ -17,7 +17,33 @@ import numpy as np
 from synth.data.corpus import write_corpus
 from synth.data.descriptors import caption, caption_thresholds
 from synth.data.splits import assign_splits
+from synth.errors import ConfigError
 from synth.fileio import atomic_path, atomic_write_text
+
+
+class NoteGrid:
+    """The note grid a corpus build renders, shared by the build options dataclasses (which
+    declare `pitch_low`, `pitch_high`, `pitch_step`, `velocities`, `sample_rate`,
+    `held_seconds` and `release_seconds`; the mixin adds no fields, so options hashes are
+    unchanged)."""
+
+    def check_grid(self) -> None:
+        """One-line ConfigErrors for a bad pitch range, velocity or note length."""
+        if not 0 <= self.pitch_low <= self.pitch_high <= 127 or self.pitch_step < 1:
+            raise ConfigError(f"bad pitch range {self.pitch_low}-{self.pitch_high} "
+                              f"step {self.pitch_step}")
+        if not self.velocities or any(not 1 <= v <= 127 for v in self.velocities):
+            raise ConfigError("velocities must be in 1-127")
+        if self.sample_rate < 8000 or self.held_seconds <= 0 or self.release_seconds < 0:
+            raise ConfigError("sample rate must be >= 8000 Hz, held > 0 s and release >= 0 s")
+
+    @property
+    def pitches(self) -> list[int]:
+        return list(range(self.pitch_low, self.pitch_high + 1, self.pitch_step))
+
+    @property
+    def n_samples(self) -> int:
+        return int(round((self.held_seconds + self.release_seconds) * self.sample_rate))
 
 
 def options_hash(options: dict[str, Any]) -> str:

@@ -21,8 +21,8 @@ import numpy as np
 from synth.data.corpus import to_int16
 from synth.data.descriptors import describe
 from synth.data.gm import DRUM_BANK, FAMILIES, family_of, program_name
-from synth.data.shards import (existing_build, finalize, options_hash, read_shards, remove_shards,
-                               shard_done, write_shard)
+from synth.data.shards import (NoteGrid, existing_build, finalize, options_hash, read_shards,
+                               remove_shards, shard_done, write_shard)
 from synth.errors import ConfigError, SynthStudioError
 
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -30,7 +30,7 @@ SILENCE_RMS = 1e-4
 
 
 @dataclass
-class SoundfontOptions:
+class SoundfontOptions(NoteGrid):
     soundfont: str = DEFAULT_SOUNDFONT
     programs: tuple[int, ...] = tuple(range(128))
     drum_kits: tuple[int, ...] = ()
@@ -51,20 +51,7 @@ class SoundfontOptions:
             raise ConfigError("no programs or drum kits selected")
         if any(not 0 <= p < 128 for p in (*self.programs, *self.drum_kits)):
             raise ConfigError("programs and drum kits must be in 0-127")
-        if not 0 <= self.pitch_low <= self.pitch_high <= 127 or self.pitch_step < 1:
-            raise ConfigError(f"bad pitch range {self.pitch_low}-{self.pitch_high} step {self.pitch_step}")
-        if not self.velocities or any(not 1 <= v <= 127 for v in self.velocities):
-            raise ConfigError("velocities must be in 1-127")
-        if self.sample_rate < 8000 or self.held_seconds <= 0 or self.release_seconds < 0:
-            raise ConfigError("sample rate must be >= 8000 Hz and note lengths positive")
-
-    @property
-    def pitches(self) -> list[int]:
-        return list(range(self.pitch_low, self.pitch_high + 1, self.pitch_step))
-
-    @property
-    def n_samples(self) -> int:
-        return int(round((self.held_seconds + self.release_seconds) * self.sample_rate))
+        self.check_grid()
 
     def jobs(self) -> list[tuple[int, int]]:
         return [(0, p) for p in self.programs] + [(DRUM_BANK, k) for k in self.drum_kits]

@@ -58,7 +58,12 @@ def with_config(model, overrides: dict | None):
         return model
     import dataclasses
 
-    rebuilt = type(model)(dataclasses.replace(model.config, **overrides))
+    from synth.errors import ConfigError
+
+    try:
+        rebuilt = type(model)(dataclasses.replace(model.config, **overrides))
+    except (TypeError, ConfigError) as err:  # an unknown field or a bad value: one line, exit 2
+        raise SystemExit(f"--config: {err}") from None
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     rebuilt.checkpoint_meta = getattr(model, "checkpoint_meta", {})
     return rebuilt.eval()

@@ -197,7 +197,7 @@ class DDSPConfig:
     #: breath noise, vibrato): the leftover power above the harmonic part peaks on the partials,
     #: and the 257-band noise, one filter per frame shared by every pitch, does not follow them
     #: there (filling the resyntheses' noise up to the leftover with one static gain per band
-    #: names 83 of 96 held-out notes against 75; harmonic-shaped noise at one fixed level
+    #: names 83 of 96 held-out notes against 76; harmonic-shaped noise at one fixed level
     #: 79; docs/DDSP.md, session 22). The noise terms see it as part of the noise; the partials'
     #: amplitudes are detached in it, so only its level learns from it. The path's last layer
     #: learns at `partial_noise_lr_scale` x the learning rate. `partial_noise_range_db` 0: no
@@ -877,7 +877,7 @@ class DDSPGenerator(Generator):
     def _log_draw_bias(self, bands: int) -> float:
         """Mean log of white noise's band power as `_noise_losses` reads it (`frame_power` at
         `bands` band points), minus the log of its mean: < 0, since the log of one random draw
-        falls short of the log of its expectation (about 0.4 nats at 257 bands). Cached."""
+        falls short of the log of its expectation (0.29 nats at 257 bands of 513 bins). Cached."""
         cache = self.__dict__.setdefault("_log_draw_bias_cache", {})
         if bands not in cache:
             noise = torch.rand(1, 8 * self.sample_rate, generator=torch.Generator().manual_seed(0))

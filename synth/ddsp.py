@@ -208,6 +208,19 @@ class DDSPConfig:
     partial_noise_db: float = -20.0
     partial_noise_range_db: float = 20.0
     partial_noise_lr_scale: float = 5.0
+    #: A perceptual term ("percep/features"): how differently a frozen note classifier
+    #: (`latent.metrics.classifier.NoteClassifier` checkpoint at `perceptual_model`, run at the
+    #: model's rate) hears the resynthesis and the original: per layer, the mean |difference|
+    #: of its activations over the mean |original's|, averaged over the last three conv blocks
+    #: and the embedding (the first block reads little more than the log-mel, which
+    #: `mel_loss_weight` covers). Every term so far matched a spectral reading and left the
+    #: family the bundled classifier names where it was (docs/DDSP.md); this one matches what a
+    #: classifier reads. The loss network is a separate classifier from the bundled
+    #: `classifier-gm` that measures recognition (another seed, front end and widths, trained on
+    #: the training instruments only), so a gain is not one network agreeing with itself. It
+    #: is loaded for training only and is not part of the model's weights. 0: off (as ddsp).
+    perceptual_loss_weight: float = 0.0
+    perceptual_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate % self.frame_rate:
@@ -219,7 +232,7 @@ class DDSPConfig:
                               f"{self.harmonic_frame_weighting!r}")
         for name in ("inharmonicity_weight", "harmonic_loss_weight", "harmonic_frame_loss_weight",
                      "noise_loss_weight", "noise_pattern_loss_weight", "mel_loss_weight",
-                     "noise_static_loss_weight"):
+                     "noise_static_loss_weight", "perceptual_loss_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite weight >= 0, got {value}")
@@ -237,6 +250,9 @@ class DDSPConfig:
         if not (math.isfinite(self.partial_noise_range_db) and self.partial_noise_range_db >= 0):
             raise ConfigError(f"partial_noise_range_db must be finite and >= 0, got "
                               f"{self.partial_noise_range_db}")
+        if self.perceptual_loss_weight > 0 and not self.perceptual_model:
+            raise ConfigError("perceptual_loss_weight needs perceptual_model (a note classifier "
+                              "checkpoint)")
         if self.n_noise_bands < 2:
             raise ConfigError(f"n_noise_bands must be at least 2, got {self.n_noise_bands}")
         if self.noise_window is not None and self.noise_window < 3:
@@ -839,7 +855,42 @@ class DDSPGenerator(Generator):
         out["recon/mss"] = multiscale_spectral_loss(recon, audio, fft_sizes=sizes)
         if c.mel_loss_weight > 0:
             out["recon/mel"] = self.mel_distance(recon, audio)
+        if c.perceptual_loss_weight > 0:
+            out["percep/features"] = self.perceptual_distance(recon, audio)
         return out
+
+    def perceptual_net(self, device: torch.device | str = "cpu"):
+        """The frozen note classifier of `perceptual_model` on `device`, loaded on first use and
+        kept outside the module's weights (not saved, not trained, not wrapped by DDP)."""
+        net = self.__dict__.get("_perceptual")
+        if net is None:
+            from latent.metrics.classifier import NoteClassifier
+            from synth.catalog import load_named
+
+            net = load_named(str(self.config.perceptual_model))
+            if not isinstance(net, NoteClassifier):
+                raise ConfigError(f"perceptual_model {self.config.perceptual_model!r} is a "
+                                  f"{type(net).__name__}, not a note classifier")
+            if net.sample_rate != self.sample_rate:
+                raise ConfigError(f"perceptual_model runs at {net.sample_rate} Hz, the model at "
+                                  f"{self.sample_rate} Hz")
+            net.requires_grad_(False)
+            object.__setattr__(self, "_perceptual", net)
+        if next(net.parameters()).device != torch.device(device):
+            net.to(device)
+        return net
+
+    def perceptual_distance(self, audio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio and (B, T) target at the model's rate -> scalar: the mean over the
+        perceptual classifier's last three conv blocks and its embedding of mean |a(audio) -
+        a(target)| / mean |a(target)| (`perceptual_loss_weight`); differentiable in `audio`."""
+        net = self.perceptual_net(audio.device)
+        with torch.no_grad():
+            theirs = net.activations(target)[1:]
+        ours = net.activations(audio)[1:]
+        terms = [(a - b).abs().mean() / b.abs().mean().clamp_min(1e-6)
+                 for a, b in zip(ours, theirs)]
+        return torch.stack(terms).mean()
 
     def mel_distance(self, audio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B, T) audio and (B, T) target -> scalar: mean |log mel - log mel'| (natural log,
@@ -942,7 +993,8 @@ class DDSPGenerator(Generator):
                 "noise/frames": self.config.noise_loss_weight,
                 "noise/pattern": self.config.noise_pattern_loss_weight,
                 "noise/static": self.config.noise_static_loss_weight,
-                "recon/mel": self.config.mel_loss_weight}
+                "recon/mel": self.config.mel_loss_weight,
+                "percep/features": self.config.perceptual_loss_weight}
 
     def make_optimizers(self, lr: float, betas: tuple[float, float] = (0.9, 0.999),
                         weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:

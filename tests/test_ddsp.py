@@ -598,3 +598,60 @@ def test_static_noise_term_recovers_a_noise_filter_without_the_draws_bias(model)
     static = float(model._noise_losses(audio, silent, true)[2])
     assert float(model._noise_losses(audio, silent, true * wobble)[2]) < static + 0.05
     assert float(model._noise_losses(audio, silent, true * 2.0)[2]) > static + 0.5
+
+
+def test_perceptual_term_reads_a_frozen_classifier_outside_the_models_weights(tmp_path):
+    """`perceptual_loss_weight`: the "percep/features" term is zero for the original itself,
+    grows with a timbre error, carries gradient to the decoder and none to the classifier,
+    whose weights stay out of the model's state (a saved model is the same size with it);
+    a classifier at another rate, a path that is not a classifier or a missing path is refused
+    with one clear error."""
+    import dataclasses
+    import math
+
+    import pytest
+
+    from latent.metrics.classifier import ClassifierConfig, NoteClassifier
+    from synth.checkpoint import save_model
+    from synth.errors import ConfigError, SynthStudioError
+    from synth.features import FeatureSpec
+    from synth.registry import build
+
+    torch.manual_seed(0)
+    base = build("ddsp", debug=True)
+    sr = base.sample_rate
+    clf = NoteClassifier(ClassifierConfig(
+        sample_rate=sr, feature_spec=FeatureSpec(sample_rate=sr, n_fft=256, hop_length=64,
+                                                 n_mels=16, f_max=sr / 2),
+        channels=(4, 4, 8, 8), embed_dim=16))
+    path = save_model(clf, tmp_path / "judge.safetensors")
+    m = build("ddsp", dataclasses.replace(base.config, perceptual_loss_weight=0.5,
+                                          perceptual_model=str(path)))
+    t = torch.arange(sr // 2) / sr
+    tone = lambda f, a: a * torch.sin(2 * math.pi * f * t)[None]  # noqa: E731
+    note = tone(200.0, 0.5) + tone(400.0, 0.25) + tone(600.0, 0.1)
+    assert float(m.perceptual_distance(note, note)) == 0.0
+    near = tone(200.0, 0.5) + tone(400.0, 0.2) + tone(600.0, 0.1)
+    far = tone(200.0, 0.5) + tone(1400.0, 0.25) + tone(2600.0, 0.1)
+    assert 0 < float(m.perceptual_distance(near, note)) < float(m.perceptual_distance(far, note))
+    assert m.loss_weights()["percep/features"] == 0.5
+    out = m.training_step(m.example_batch(2, torch.Generator().manual_seed(1)))
+    out["percep/features"].backward()
+    assert m.dense.weight.grad.abs().sum() > 0
+    judge = m.perceptual_net()
+    assert all(p.grad is None and not p.requires_grad for p in judge.parameters())
+    assert not any(k.startswith("_perceptual") for k in m.state_dict())
+    assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in base.parameters())
+    # the activations end in the embedding the metrics use
+    assert torch.equal(clf.activations(note)[-1], clf.features(note))
+    with pytest.raises(ConfigError, match="perceptual_model"):
+        dataclasses.replace(base.config, perceptual_loss_weight=1.0)
+    other = NoteClassifier(NoteClassifier.debug_config())  # 16 kHz
+    wrong_rate = save_model(other, tmp_path / "judge16k.safetensors")
+    ddsp_path = save_model(base, tmp_path / "notajudge.safetensors")
+    for bad, match in ((wrong_rate, "Hz"), (ddsp_path, "not a note classifier"),
+                       (tmp_path / "missing.safetensors", "not found")):
+        mm = build("ddsp", dataclasses.replace(base.config, perceptual_loss_weight=1.0,
+                                               perceptual_model=str(bad)))
+        with pytest.raises(SynthStudioError, match=match):
+            mm.training_step(mm.example_batch(2, torch.Generator().manual_seed(1)))

@@ -132,14 +132,23 @@ class NoteClassifier(SynthModule):
             audio = F.pad(audio, (0, need - audio.shape[-1]))
         return audio
 
-    def features(self, audio: torch.Tensor) -> torch.Tensor:
-        """(B, T) audio at the classifier's rate -> (B, E) embedding (before dropout)."""
-        x = (self.melspec(audio) - self.config.log_offset) / self.config.log_scale
-        h = self.convs(x.unsqueeze(1))                       # (B, C, F', frames)
+    def activations(self, audio: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T) audio at the classifier's rate -> the four conv blocks' outputs (B, C_i, F_i,
+        frames_i) and the (B, E) embedding (before dropout), in that order; differentiable in
+        `audio` (the perceptual term of `synth.ddsp` reads them)."""
+        h = ((self.melspec(audio) - self.config.log_offset) / self.config.log_scale).unsqueeze(1)
+        outs = []
+        for block in self.convs:
+            h = block(h)
+            outs.append(h)
         frames = h.flatten(1, 2).transpose(1, 2)             # (B, frames, C * F')
         weights = torch.softmax(self.attention(frames), dim=1)
         pooled = (weights * frames).sum(1)                   # (B, C * F')
-        return self.project(pooled)
+        return outs + [self.project(pooled)]
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, T) audio at the classifier's rate -> (B, E) embedding (before dropout)."""
+        return self.activations(audio)[-1]
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T) at the classifier's rate -> (embedding (B, E), family (B, 16), pitch (B, 128))."""

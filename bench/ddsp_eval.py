@@ -24,6 +24,7 @@ audio against the note's label (`--classifier`; the originals' own accuracy is t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -123,18 +124,33 @@ def neighbour(corpus: Corpus, i: int) -> int | None:
 
 @torch.no_grad()
 def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True,
-            controls: dict[str, float] | None = None) -> torch.Tensor:
+            controls: dict[str, float] | None = None, refine=None) -> torch.Tensor:
     """(B, T) originals -> (B, T') resynthesis: manifest pitch as f0, the original's loudness,
     its own z; `lock` is the loudness lock (the inference default), `controls` the model's
-    synthesis controls (harmonic_db, noise_db, brightness, reverb_mix)."""
+    synthesis controls (harmonic_db, noise_db, brightness, reverb_mix); `refine`
+    (`synth.ddsp_play.RefineOptions`): z refined on the note first (`refine_latent`)."""
     n = audio.shape[-1] // model.hop_length * model.hop_length
     audio = audio[:, :n]
     frames = n // model.hop_length
     f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
     ld = model.analyze_loudness(audio)
     z = model.encode(audio, Conditions(pitch=pitch))
+    if refine is not None:
+        from synth.ddsp_play import refine_latent
+
+        z = refine_latent(model, audio.float(), f0, ld, z, refine)
     return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0),
                             controls=controls, match_loudness=lock)
+
+
+def refine_options(steps: int, weight: float | None):
+    """`--refine` / `--refine-weight` -> RefineOptions, or None for 0 steps."""
+    if steps <= 0:
+        return None
+    from synth.ddsp_play import RefineOptions
+
+    return RefineOptions(steps=steps) if weight is None else RefineOptions(
+        steps=steps, perceptual_weight=weight)
 
 
 def harmonic_baseline(audio: torch.Tensor, pitch: torch.Tensor, sr: int, hop: int = 64) -> torch.Tensor:
@@ -165,14 +181,17 @@ def griffinlim_resynth(audio: torch.Tensor, sr: int) -> torch.Tensor:
 
 
 def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16, classifier=None,
-             reverb_mixes: tuple[float, ...] = (), calibration: bool = True
+             reverb_mixes: tuple[float, ...] = (), calibration: bool = True, refine=None
              ) -> dict[str, dict[str, float]]:
     """Rows of `ROWS` (the model rows only without `calibration`), plus one "ddsp, reverb_mix X"
-    row per extra mix of the learned reverb (0: dry)."""
+    row per extra mix of the learned reverb (0: dry) and, with `refine` (RefineOptions), a
+    "ddsp, z refined" row (`refine_latent`)."""
     sr = corpus.sample_rate
     spec = FeatureSpec(sample_rate=sr)
     names = ROWS if calibration else ("ddsp", "ddsp, no loudness lock", "original")
-    names = names[:2] + tuple(f"ddsp, reverb_mix {m:g}" for m in reverb_mixes) + names[2:]
+    extra = tuple(f"ddsp, reverb_mix {m:g}" for m in reverb_mixes)
+    extra += ("ddsp, z refined",) if refine is not None else ()
+    names = names[:2] + extra + names[2:]
     rows: dict[str, dict[str, list[float]]] = {k: {} for k in names}
     for start in range(0, len(indices), batch):
         idx = indices[start:start + batch]
@@ -182,6 +201,8 @@ def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16, classif
                 "ddsp, no loudness lock": resynth(model, audio, pitch, lock=False)}
         for m in reverb_mixes:
             outs[f"ddsp, reverb_mix {m:g}"] = resynth(model, audio, pitch, controls={"reverb_mix": m})
+        if refine is not None:
+            outs["ddsp, z refined"] = resynth(model, audio, pitch, refine=refine)
         if calibration:
             nb = [neighbour(corpus, i) for i in idx]
             outs["real vs real"] = torch.from_numpy(
@@ -233,6 +254,11 @@ def main() -> None:
                          "'{\"partial_noise\": true, \"partial_noise_range_db\": 0}'")
     ap.add_argument("--no-calibration", action="store_true",
                     help="only the model rows (and the originals' family accuracy)")
+    ap.add_argument("--refine", type=int, default=0,
+                    help="add a row with each note's z refined by this many steps "
+                         "(synth.ddsp_play.refine_latent, default options otherwise)")
+    ap.add_argument("--refine-weight", type=float, default=None,
+                    help="the refinement's perceptual weight (0: spectral loss only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = with_config(load_model(args.model).eval(), args.config)
@@ -246,11 +272,13 @@ def main() -> None:
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
     mixes = tuple(float(m) for m in args.reverb_mixes.split(",") if m.strip())
+    refine = refine_options(args.refine, args.refine_weight)
     results = {name: evaluate(model, corpus, idx, classifier=classifier, reverb_mixes=mixes,
-                              calibration=not args.no_calibration)
+                              calibration=not args.no_calibration, refine=refine)
                for name, idx in sets.items()}
     meta = getattr(model, "checkpoint_meta", {})
     payload = {"model": args.model, "config": args.config, "steps": meta.get("steps"),
+               "refine": dataclasses.asdict(refine) if refine else None,
                "corpus_hash": corpus.hash,
                "results": results, "seconds": time.perf_counter() - start}
     print("| set | row | f0 error (cents, median) | voicing agreement | loudness L1 (dB) | "

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import time
 
 import torch
 
 from bench.common import write_result
-from bench.ddsp_eval import heldout_setup, pick, resynth
+from bench.ddsp_eval import heldout_setup, pick, refine_options, resynth
 
 
 def octave(pitch: int) -> str:
@@ -44,6 +45,11 @@ def main() -> None:
                     help="which held-out notes (bench.ddsp_eval.pick)")
     ap.add_argument("--unseen", action="store_true",
                     help="notes of the unseen (test-split) instruments instead")
+    ap.add_argument("--refine", type=int, default=0,
+                    help="also render each note with its z refined by this many steps "
+                         "(synth.ddsp_play.refine_latent)")
+    ap.add_argument("--refine-weight", type=float, default=None,
+                    help="the refinement's perceptual weight (0: spectral loss only)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="ddsp_recognition")
@@ -54,7 +60,10 @@ def main() -> None:
     if args.unseen:
         idx = pick(corpus, None, "test", args.n, args.seed)
     start = time.perf_counter()
-    hits = {v: collections.Counter() for v in ["original"] + [f"noise_db {x:+g}" for x in levels]}
+    refine = refine_options(args.refine, args.refine_weight)
+    variants = ["original"] + [f"noise_db {x:+g}" for x in levels]
+    variants += [f"z refined ({args.refine} steps)"] if refine else []
+    hits = {v: collections.Counter() for v in variants}
     total: collections.Counter = collections.Counter()
     for s in range(0, len(idx), args.batch):
         b = idx[s:s + args.batch]
@@ -70,6 +79,8 @@ def main() -> None:
             for x in levels:
                 renders[f"noise_db {x:+g}"] = resynth(model, audio, pitch,
                                                       controls={"noise_db": x} if x else None)
+            if refine:
+                renders[variants[-1]] = resynth(model, audio, pitch, refine=refine)
             for name, wav in renders.items():
                 pred = clf.family_logits(wav, corpus.sample_rate).argmax(-1).tolist()
                 for (fam, octv), p, t in zip(keys, pred, truth):
@@ -82,6 +93,7 @@ def main() -> None:
     for name, h in hits.items():
         print(f"| {name} | {h['all']}/{len(idx)} | " + " | ".join(f"{h[g]}/{total[g]}" for g in groups) + " |")
     payload = {"model": args.model, "config": args.config, "seed": args.seed,
+               "refine": dataclasses.asdict(refine) if refine else None,
                "unseen": args.unseen, "notes": len(idx), "corpus_hash": corpus.hash,
                "totals": dict(total), "hits": {k: dict(v) for k, v in hits.items()},
                "seconds": time.perf_counter() - start}

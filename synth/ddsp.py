@@ -880,11 +880,13 @@ class DDSPGenerator(Generator):
             net.to(device)
         return net
 
-    def perceptual_distance(self, audio: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def perceptual_distance(self, audio: torch.Tensor, target: torch.Tensor, net=None
+                            ) -> torch.Tensor:
         """(B, T) audio and (B, T) target at the model's rate -> scalar: the mean over the
         perceptual classifier's last three conv blocks and its embedding of mean |a(audio) -
-        a(target)| / mean |a(target)| (`perceptual_loss_weight`); differentiable in `audio`."""
-        net = self.perceptual_net(audio.device)
+        a(target)| / mean |a(target)| (`perceptual_loss_weight`); differentiable in `audio`.
+        `net`: a NoteClassifier at the model's rate (default: `perceptual_net`)."""
+        net = self.perceptual_net(audio.device) if net is None else net
         with torch.no_grad():
             theirs = net.activations(target)[1:]
         ours = net.activations(audio)[1:]

@@ -13,7 +13,7 @@ import torch
 
 from synth.base import Conditions
 from synth.ddsp import LOUDNESS_FLOOR_DB, DDSPGenerator
-from synth.errors import AudioError
+from synth.errors import AudioError, ConfigError
 from synth.pitch import f0 as crepe_f0
 from synth.pitch import hz_to_midi, midi_to_hz
 
@@ -82,3 +82,78 @@ def timbre_transfer(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor |
     z = z.reshape(1, -1).to(f0_hz)
     return model.synthesize(f0_hz, ld, z, sample_rate=sample_rate, controls=controls,
                             generator=int(seed))[0]
+
+
+@dataclass
+class RefineOptions:
+    """Analysis by synthesis of a note's timbre latent (`refine_latent`). `steps` Adam steps at
+    `lr` on the global z, minimising the multi-scale spectral loss plus `perceptual_weight` x the
+    perceptual distance under `judge` (a note classifier checkpoint or bundled name, at the
+    model's rate; `perceptual_weight` 0: the spectral loss alone, no judge loaded)."""
+
+    steps: int = 30
+    lr: float = 0.05
+    perceptual_weight: float = 20.0
+    judge: str = "classifier-judge"
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or not (self.lr > 0 and self.perceptual_weight >= 0):
+            raise ConfigError(f"refine needs steps >= 0, lr > 0 and perceptual_weight >= 0, got "
+                              f"{self.steps}, {self.lr}, {self.perceptual_weight}")
+
+
+def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor,
+                  loudness_db: torch.Tensor, z: torch.Tensor | None = None,
+                  options: RefineOptions | None = None, seed: int = 0) -> torch.Tensor:
+    """Move each note's global timbre latent until the model's resynthesis sounds like it.
+
+    The encoder reads a note in one pass; this refines its z by gradient steps on the note
+    itself (the decoder and synthesiser frozen), as GAN inversion refines an encoder's guess.
+    On the spectral loss alone the resyntheses come no closer to being named right; with the
+    perceptual term of a separately trained classifier they do (docs/DDSP.md, session 23).
+
+    Args:
+        audio: (B, T) the notes at the model's rate, T a multiple of the hop.
+        f0_hz, loudness_db: (B, F) frame-rate curves, F = T / hop.
+        z: (B, D) the starting latents (default: `model.encode` of the notes).
+    Returns:
+        (B, D) refined latents (no gradient).
+    """
+    from synth.catalog import load_named
+    from synth.losses import multiscale_spectral_loss
+
+    o = options or RefineOptions()
+    if audio.ndim != 2 or audio.shape[-1] != f0_hz.shape[-1] * model.hop_length:
+        raise AudioError(f"refine_latent needs (B, T) audio with T = frames x hop, got "
+                         f"{tuple(audio.shape)} for {tuple(f0_hz.shape)} frames")
+    if z is None:
+        with torch.no_grad():
+            z = model.encode(audio, Conditions(f0_hz=f0_hz))
+    judge = None
+    if o.perceptual_weight > 0 and o.steps > 0:
+        judge = load_named(o.judge)
+        if getattr(judge, "kind", None) != "classifier" or judge.sample_rate != model.sample_rate:
+            raise ConfigError(f"refine judge {o.judge!r} must be a note classifier at "
+                              f"{model.sample_rate} Hz")
+        judge.requires_grad_(False)
+    was = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        z = z.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=o.lr)
+        sizes = tuple(s for s in model.config.fft_sizes if s <= audio.shape[-1])
+        for k in range(o.steps):
+            with torch.enable_grad():
+                rec = model.synthesize(f0_hz, loudness_db, z, n_samples=audio.shape[-1],
+                                       match_loudness=False,
+                                       generator=torch.Generator().manual_seed(seed + k))
+                loss = multiscale_spectral_loss(rec, audio, fft_sizes=sizes)
+                if judge is not None:
+                    loss = loss + o.perceptual_weight * model.perceptual_distance(rec, audio, judge)
+                opt.zero_grad()
+                loss.backward()
+            opt.step()
+    finally:
+        for p, r in zip(model.parameters(), was):
+            p.requires_grad_(r)
+    return z.detach()

@@ -655,3 +655,72 @@ def test_perceptual_term_reads_a_frozen_classifier_outside_the_models_weights(tm
                                                perceptual_model=str(bad)))
         with pytest.raises(SynthStudioError, match=match):
             mm.training_step(mm.example_batch(2, torch.Generator().manual_seed(1)))
+
+
+def _debug_judge(sr: int):
+    from latent.metrics.classifier import ClassifierConfig, NoteClassifier
+    from synth.features import FeatureSpec
+
+    torch.manual_seed(3)
+    return NoteClassifier(ClassifierConfig(
+        sample_rate=sr, feature_spec=FeatureSpec(sample_rate=sr, n_fft=256, hop_length=64,
+                                                 n_mels=16, f_max=sr / 2),
+        channels=(4, 4, 8, 8), embed_dim=16))
+
+
+def test_refine_latent_lowers_its_objective_and_leaves_the_model_alone(tmp_path):
+    """`refine_latent`: zero steps give the starting z; on notes the model made from a known
+    z, 40 steps from another z close most of the gap in the objective it minimises (spectral
+    + perceptual, measured with one fixed noise draw), without touching the model's weights
+    or their gradient flags; the
+    spectral-only refinement loads no judge; bad audio and a judge that is not a classifier
+    at the model's rate are refused with one clear error."""
+    from synth.checkpoint import save_model
+    from synth.ddsp_play import RefineOptions, refine_latent
+    from synth.errors import AudioError
+    from synth.losses import multiscale_spectral_loss
+    from synth.pitch import midi_to_hz
+    from synth.registry import build
+
+    torch.manual_seed(0)
+    model = build("ddsp", debug=True).eval()
+    sr, hop = model.sample_rate, model.hop_length
+    judge_path = save_model(_debug_judge(sr), tmp_path / "judge.safetensors")
+    frames = 40
+    f0 = midi_to_hz(torch.tensor([57.0, 64.0]))[:, None].expand(-1, frames)
+    ld = torch.linspace(-20.0, -30.0, frames).expand(2, -1)
+    z_true = torch.tensor([[1.5, -1.0, 0.5, 2.0], [-2.0, 1.0, 1.5, -0.5]])
+    with torch.no_grad():
+        audio = model.synthesize(f0, ld, z_true, n_samples=frames * hop, match_loudness=False,
+                                 generator=torch.Generator().manual_seed(5))
+    z0 = torch.zeros_like(z_true)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = [p.requires_grad for p in model.parameters()]
+    opts = RefineOptions(steps=40, lr=0.3, perceptual_weight=2.0, judge=str(judge_path))
+    assert torch.equal(refine_latent(model, audio, f0, ld, z0,
+                                     RefineOptions(steps=0, judge=str(judge_path))), z0)
+    z = refine_latent(model, audio, f0, ld, z0, opts)
+    judge = _debug_judge(sr)
+
+    def objective(zz):
+        with torch.no_grad():
+            rec = model.synthesize(f0, ld, zz, n_samples=audio.shape[-1], match_loudness=False,
+                                   generator=torch.Generator().manual_seed(99))
+            return float(multiscale_spectral_loss(rec, audio, fft_sizes=model.config.fft_sizes)
+                         + 2.0 * model.perceptual_distance(rec, audio, judge))
+
+    assert z.shape == z0.shape and not z.requires_grad
+    gap = objective(z0) - objective(z_true)
+    assert gap > 0 and objective(z) < objective(z_true) + 0.5 * gap
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    spectral = refine_latent(model, audio, f0, ld, z0, RefineOptions(
+        steps=2, perceptual_weight=0.0, judge=str(tmp_path / "absent.safetensors")))
+    assert not torch.equal(spectral, z0)
+    with pytest.raises(AudioError, match="frames x hop"):
+        refine_latent(model, audio[:, :-1], f0, ld, z0, opts)
+    ddsp_path = save_model(model, tmp_path / "notajudge.safetensors")
+    with pytest.raises(ConfigError, match="note classifier"):
+        refine_latent(model, audio, f0, ld, z0, RefineOptions(steps=1, judge=str(ddsp_path)))
+    with pytest.raises(ConfigError, match="steps"):
+        RefineOptions(steps=-1)

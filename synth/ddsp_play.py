@@ -129,6 +129,9 @@ def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor
     if z is None:
         with torch.no_grad():
             z = model.encode(audio, Conditions(f0_hz=f0_hz))
+    if z.ndim != 2:
+        raise ConfigError(f"refine_latent refines one global z per note (B, D), got "
+                          f"{tuple(z.shape)} (a z_mode='frames' model?)")
     judge = None
     if o.perceptual_weight > 0 and o.steps > 0:
         judge = load_named(o.judge)

@@ -722,5 +722,7 @@ def test_refine_latent_lowers_its_objective_and_leaves_the_model_alone(tmp_path)
     ddsp_path = save_model(model, tmp_path / "notajudge.safetensors")
     with pytest.raises(ConfigError, match="note classifier"):
         refine_latent(model, audio, f0, ld, z0, RefineOptions(steps=1, judge=str(ddsp_path)))
+    with pytest.raises(ConfigError, match="global z"):
+        refine_latent(model, audio, f0, ld, z0[..., None].expand(-1, -1, frames), opts)
     with pytest.raises(ConfigError, match="steps"):
         RefineOptions(steps=-1)

@@ -148,9 +148,13 @@ def refine_options(steps: int, weight: float | None):
     if steps <= 0:
         return None
     from synth.ddsp_play import RefineOptions
+    from synth.errors import ConfigError
 
-    return RefineOptions(steps=steps) if weight is None else RefineOptions(
-        steps=steps, perceptual_weight=weight)
+    try:
+        return RefineOptions(steps=steps) if weight is None else RefineOptions(
+            steps=steps, perceptual_weight=weight)
+    except ConfigError as err:  # one line, non-zero exit
+        raise SystemExit(f"--refine: {err}") from None
 
 
 def harmonic_baseline(audio: torch.Tensor, pitch: torch.Tensor, sr: int, hop: int = 64) -> torch.Tensor:

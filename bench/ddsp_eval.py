@@ -143,16 +143,25 @@ def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True,
                             controls=controls, match_loudness=lock)
 
 
-def refine_options(steps: int, weight: float | None):
+def add_refine_args(ap: argparse.ArgumentParser, what: str) -> None:
+    """`--refine N` (`what` the N-step refined render adds) and `--refine-weight`."""
+    ap.add_argument("--refine", type=int, default=0,
+                    help=f"{what} with each note's z refined by this many steps "
+                         "(synth.ddsp_play.refine_latent, default options otherwise)")
+    ap.add_argument("--refine-weight", type=float, default=None,
+                    help="the refinement's perceptual weight (0: spectral loss only)")
+
+
+def refine_options(args: argparse.Namespace):
     """`--refine` / `--refine-weight` -> RefineOptions, or None for 0 steps."""
-    if steps <= 0:
+    if args.refine <= 0:
         return None
     from synth.ddsp_play import RefineOptions
     from synth.errors import ConfigError
 
     try:
-        return RefineOptions(steps=steps) if weight is None else RefineOptions(
-            steps=steps, perceptual_weight=weight)
+        return RefineOptions(steps=args.refine) if args.refine_weight is None else RefineOptions(
+            steps=args.refine, perceptual_weight=args.refine_weight)
     except ConfigError as err:  # one line, non-zero exit
         raise SystemExit(f"--refine: {err}") from None
 
@@ -258,11 +267,7 @@ def main() -> None:
                          "'{\"partial_noise\": true, \"partial_noise_range_db\": 0}'")
     ap.add_argument("--no-calibration", action="store_true",
                     help="only the model rows (and the originals' family accuracy)")
-    ap.add_argument("--refine", type=int, default=0,
-                    help="add a row with each note's z refined by this many steps "
-                         "(synth.ddsp_play.refine_latent, default options otherwise)")
-    ap.add_argument("--refine-weight", type=float, default=None,
-                    help="the refinement's perceptual weight (0: spectral loss only)")
+    add_refine_args(ap, "add a row")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = with_config(load_model(args.model).eval(), args.config)
@@ -276,7 +281,7 @@ def main() -> None:
     sets = {"held-out notes": pick(corpus, "test", "train", args.n, args.seed),
             "unseen instruments": pick(corpus, None, "test", args.n, args.seed)}
     mixes = tuple(float(m) for m in args.reverb_mixes.split(",") if m.strip())
-    refine = refine_options(args.refine, args.refine_weight)
+    refine = refine_options(args)
     results = {name: evaluate(model, corpus, idx, classifier=classifier, reverb_mixes=mixes,
                               calibration=not args.no_calibration, refine=refine)
                for name, idx in sets.items()}

@@ -25,7 +25,7 @@ import time
 import torch
 
 from bench.common import write_result
-from bench.ddsp_eval import heldout_setup, pick, refine_options, resynth
+from bench.ddsp_eval import add_refine_args, heldout_setup, pick, refine_options, resynth
 
 
 def octave(pitch: int) -> str:
@@ -45,11 +45,7 @@ def main() -> None:
                     help="which held-out notes (bench.ddsp_eval.pick)")
     ap.add_argument("--unseen", action="store_true",
                     help="notes of the unseen (test-split) instruments instead")
-    ap.add_argument("--refine", type=int, default=0,
-                    help="also render each note with its z refined by this many steps "
-                         "(synth.ddsp_play.refine_latent)")
-    ap.add_argument("--refine-weight", type=float, default=None,
-                    help="the refinement's perceptual weight (0: spectral loss only)")
+    add_refine_args(ap, "also render each note")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="ddsp_recognition")
@@ -60,7 +56,7 @@ def main() -> None:
     if args.unseen:
         idx = pick(corpus, None, "test", args.n, args.seed)
     start = time.perf_counter()
-    refine = refine_options(args.refine, args.refine_weight)
+    refine = refine_options(args)
     variants = ["original"] + [f"noise_db {x:+g}" for x in levels]
     variants += [f"z refined ({args.refine} steps)"] if refine else []
     hits = {v: collections.Counter() for v in variants}

@@ -864,17 +864,7 @@ class DDSPGenerator(Generator):
         kept outside the module's weights (not saved, not trained, not wrapped by DDP)."""
         net = self.__dict__.get("_perceptual")
         if net is None:
-            from latent.metrics.classifier import NoteClassifier
-            from synth.catalog import load_named
-
-            net = load_named(str(self.config.perceptual_model))
-            if not isinstance(net, NoteClassifier):
-                raise ConfigError(f"perceptual_model {self.config.perceptual_model!r} is a "
-                                  f"{type(net).__name__}, not a note classifier")
-            if net.sample_rate != self.sample_rate:
-                raise ConfigError(f"perceptual_model runs at {net.sample_rate} Hz, the model at "
-                                  f"{self.sample_rate} Hz")
-            net.requires_grad_(False)
+            net = load_perceptual_net(str(self.config.perceptual_model), self.sample_rate)
             object.__setattr__(self, "_perceptual", net)
         if next(net.parameters()).device != torch.device(device):
             net.to(device)
@@ -1055,6 +1045,22 @@ class DDSPGenerator(Generator):
         self.loudness_range.copy_(torch.tensor([float(torch.tensor(lows).quantile(0.01)),
                                                 float(torch.tensor(highs).quantile(0.99))]))
         self.pitch_range.copy_(torch.tensor([min(pitches), max(pitches)]))
+
+
+def load_perceptual_net(name: str, sample_rate: int):
+    """A note classifier (bundled name or checkpoint path) for the perceptual distance, frozen;
+    anything else, or one at another rate than `sample_rate`, is a ConfigError."""
+    from latent.metrics.classifier import NoteClassifier
+    from synth.catalog import load_named
+
+    net = load_named(name)
+    if not isinstance(net, NoteClassifier):
+        raise ConfigError(f"perceptual model {name!r} is a {type(net).__name__}, not a note "
+                          f"classifier")
+    if net.sample_rate != sample_rate:
+        raise ConfigError(f"perceptual model {name!r} runs at {net.sample_rate} Hz, the model at "
+                          f"{sample_rate} Hz")
+    return net.requires_grad_(False)
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:

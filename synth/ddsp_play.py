@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from synth.base import Conditions
-from synth.ddsp import LOUDNESS_FLOOR_DB, DDSPGenerator
+from synth.ddsp import LOUDNESS_FLOOR_DB, DDSPGenerator, load_perceptual_net
 from synth.errors import AudioError, ConfigError
 from synth.pitch import f0 as crepe_f0
 from synth.pitch import hz_to_midi, midi_to_hz
@@ -119,7 +119,6 @@ def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor
     Returns:
         (B, D) refined latents (no gradient).
     """
-    from synth.catalog import load_named
     from synth.losses import multiscale_spectral_loss
 
     o = options or RefineOptions()
@@ -134,11 +133,7 @@ def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor
                           f"{tuple(z.shape)} (a z_mode='frames' model?)")
     judge = None
     if o.perceptual_weight > 0 and o.steps > 0:
-        judge = load_named(o.judge)
-        if getattr(judge, "kind", None) != "classifier" or judge.sample_rate != model.sample_rate:
-            raise ConfigError(f"refine judge {o.judge!r} must be a note classifier at "
-                              f"{model.sample_rate} Hz")
-        judge.requires_grad_(False)
+        judge = load_perceptual_net(o.judge, model.sample_rate)
     was = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     try:

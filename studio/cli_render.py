@@ -38,6 +38,12 @@ def render(
     sample_rate: Optional[int] = typer.Option(None),
     bit_depth: int = typer.Option(24, help="16, 24 or 32 (float)."),
     octave_shift: int = typer.Option(0), loudness_shift: float = typer.Option(0.0),
+    resynth: bool = typer.Option(False, "--resynth", help="--audio: play the recording back "
+                                 "as itself (its own pitch and timbre latent) instead of "
+                                 "timbre transfer."),
+    refine: int = typer.Option(0, help="--resynth with DDSP: refine the recording's latent by "
+                               "this many steps (30: closer timbre, ~2 s per second of audio "
+                               "on a CPU thread)."),
     from_manifest: Optional[Path] = typer.Option(None, help="Re-render a manifest."),
     batch: Optional[Path] = typer.Option(None, help="CSV or JSON list of renders (fields as "
                                          "the options; out required; paths relative to the "
@@ -96,7 +102,7 @@ def render(
                             velocity=velocity, duration=duration, latent=z, controls=controls,
                             seed=seed, temperature=temperature, sample_rate=sample_rate,
                             bit_depth=bit_depth, octave_shift=octave_shift,
-                            loudness_shift=loudness_shift)
+                            loudness_shift=loudness_shift, resynth=resynth, refine=refine)
         req.validate()
         manifest = do_render(req)
     req_out = manifest["request"]["out"]
@@ -104,5 +110,7 @@ def render(
         t = manifest["text"]
         console.print(f"text: pitch {t['pitch']:g}, velocity {t['velocity']:g}, latent from "
                       f"{t['mapper'] or 'the given latent'}")
+    if manifest.get("resynth", {}).get("refine"):
+        console.print(f"latent refined by {manifest['resynth']['refine']['steps']} steps")
     console.print(f"wrote {req_out} ({manifest['seconds']:.2f} s at {manifest['sample_rate']} Hz, "
                   f"peak {manifest['peak']:.2f}) and {req_out}.json")

@@ -29,6 +29,7 @@ from synth import __version__
 from synth.audio import load, save
 from synth.base import Conditions, Generator
 from synth.checkpoint import file_hash, load_model
+from synth.ddsp import DDSPGenerator
 from synth.errors import ConfigError, SynthStudioError
 from synth.fileio import atomic_write_text
 
@@ -48,6 +49,11 @@ class RenderRequest:
     With `text`, the latent comes from the model's text mapper and the note from the words
     ("C2" -> pitch 36, "soft" -> velocity 40; else pitch 60, velocity 100); `pitch` and
     `velocity`, when given, override the words. `velocity` None means 100 for the other sources.
+
+    With `audio`, a DDSP model re-plays the recording with the given (or training-mean) timbre
+    (timbre transfer, auto-adjusted into its range); `resynth` plays it back as itself instead
+    (its own pitch, and its own latent refined by `refine` steps, `synth.ddsp_play.
+    resynthesize`). The autoencoders always use the recording's own latent.
     """
 
     model: str
@@ -66,6 +72,8 @@ class RenderRequest:
     bit_depth: int = 24
     octave_shift: int = 0
     loudness_shift: float = 0.0
+    resynth: bool = False
+    refine: int = 0
 
     def source(self) -> str:
         if self.text is not None:
@@ -89,6 +97,15 @@ class RenderRequest:
                 raise ConfigError("--temperature only applies to --text renders")
             if self.temperature < 0:
                 raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.resynth or self.refine:
+            if kind != "audio":
+                raise ConfigError("--resynth and --refine only apply to --audio renders")
+            if self.latent is not None:
+                raise ConfigError("--resynth plays the recording's own latent; drop --latent")
+            if self.refine < 0:
+                raise ConfigError(f"--refine must be >= 0 steps, got {self.refine}")
+            if self.refine and not self.resynth:
+                raise ConfigError("--refine refines the recording's own latent: add --resynth")
         if self.bit_depth not in SUBTYPES:
             raise ConfigError(f"bit depth must be 16, 24 or 32 (float), got {self.bit_depth}")
         for path in (self.audio, self.midi):
@@ -205,10 +222,12 @@ def render_audio(model: Generator, req: RenderRequest,
                  latent: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """(T,) audio and its sample rate for a request, through the Generator contract.
 
-    `latent` (1, D) replaces the request's (needed for text: `text_mapping(...)["latent"]`)."""
+    `latent` (1, D) replaces the request's (needed for text: `text_mapping(...)["latent"]`; a
+    DDSP resynthesis without it measures and refines the recording's own)."""
     sr = req.sample_rate or model.sample_rate
     kind = req.source()
-    if latent is None:
+    own = req.resynth and isinstance(model, DDSPGenerator)  # the recording's own latent
+    if latent is None and not own:
         if kind == "text":
             raise ConfigError("a text render needs its mapped latent (see text_mapping)")
         latent = _latent(model, req)
@@ -226,6 +245,14 @@ def render_audio(model: Generator, req: RenderRequest,
         notes = read_midi(req.midi)
         return render_midi(model, notes, z, sample_rate=sr, controls=req.controls, seed=req.seed), sr
     audio = load(req.audio, model.sample_rate)
+    if own:
+        from synth.ddsp_play import RefineOptions, resynthesize
+
+        refine = RefineOptions(steps=req.refine) if req.refine else None
+        out = resynthesize(model, audio, z, refine, sample_rate=sr, controls=req.controls,
+                           seed=req.seed, octave_shift=req.octave_shift,
+                           loudness_shift=req.loudness_shift)
+        return out, sr
     # DDSP: timbre transfer with z; autoencoders: the recording's own latent
     out = model.render_recording(audio, z if req.latent is not None else None,
                                  velocity=velocity, sample_rate=sr, controls=req.controls,
@@ -234,19 +261,47 @@ def render_audio(model: Generator, req: RenderRequest,
     return out, sr
 
 
+def resynth_latent(model: Generator, req: RenderRequest,
+                   recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The manifest's "resynth" record of a DDSP `--resynth` request (None for other models):
+    "latent", the recording's own (D,) latent (`synth.ddsp_play.recording_latent`, refined by
+    `req.refine` steps), and "refine", the refinement's options; `recorded`'s latent when given
+    (reproduction: the refinement is not run again)."""
+    if not isinstance(model, DDSPGenerator):
+        if req.refine:
+            raise ConfigError(f"--refine needs a DDSP model; {req.model} is {model.kind}")
+        return None
+    from synth.ddsp_play import RefineOptions, recording_latent
+
+    options = RefineOptions(steps=req.refine) if req.refine else None
+    if recorded is not None:
+        try:
+            latent = [float(v) for v in recorded["latent"]]
+        except (KeyError, TypeError, ValueError):
+            raise SynthStudioError("the manifest's resynth record lacks its latent") from None
+    else:
+        audio = load(req.audio, model.sample_rate)
+        latent = recording_latent(model, audio, options, seed=req.seed)[0].tolist()
+    return {"latent": latent, "refine": asdict(options) if options else None}
+
+
 def render(req: RenderRequest, *, models: ModelCache | None = None,
-           text_record: dict[str, Any] | None = None) -> dict[str, Any]:
+           text_record: dict[str, Any] | None = None,
+           resynth_record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Render `req` to `req.out` (WAV) and `req.out` + '.json' (manifest); returns the manifest.
 
     `models` shares loaded generators between renders; `text_record` is a manifest's "text"
-    record whose mapped latent a text request reuses (reproduction)."""
+    record whose mapped latent a text request reuses, `resynth_record` its "resynth" record
+    whose (refined) latent a resynthesis reuses (reproduction)."""
     kind = req.validate()
     models = models or ModelCache()
     model, model_path = models.generator(req.model)
-    text = None
+    text = resynth = None
     if kind == "text":
         text = text_mapping(model, model_path, req, models, text_record)
         z = _check_latent(model, text["latent"])
+    elif req.resynth and (resynth := resynth_latent(model, req, resynth_record)) is not None:
+        z = _check_latent(model, resynth["latent"])
     else:
         z = _latent(model, req)
     audio, sr = render_audio(model, req, z)
@@ -264,6 +319,8 @@ def render(req: RenderRequest, *, models: ModelCache | None = None,
     }
     if text is not None:
         manifest["text"] = text
+    if resynth is not None:
+        manifest["resynth"] = resynth
     atomic_write_text(manifest_path(out), json.dumps(manifest, indent=2))
     return manifest
 
@@ -290,9 +347,12 @@ def render_from_manifest(manifest: str | Path, out: str | None = None) -> dict[s
         if not isinstance(record, dict):
             raise SynthStudioError(f"unreadable render manifest {manifest}: a text request "
                                    "without its text record")
+    resynth = data.get("resynth") if req.resynth else None
+    if resynth is not None and not isinstance(resynth, dict):
+        raise SynthStudioError(f"unreadable render manifest {manifest}: a bad resynth record")
     if out is not None:
         req.out = out
-    return render(req, models=models, text_record=record)
+    return render(req, models=models, text_record=record, resynth_record=resynth)
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -310,6 +370,18 @@ def _as_int(value: Any) -> int:
     if not number.is_integer():
         raise ValueError(f"expected a whole number, got {value!r}")
     return int(number)
+
+
+def _as_bool(value: Any) -> bool:
+    """true/false, yes/no, 1/0 (a CSV cell or a JSON boolean or number)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "1.0"):
+        return True
+    if text in ("false", "no", "0", "0.0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def _as_str(value: Any) -> str:
@@ -353,7 +425,7 @@ BATCH_FIELDS: dict[str, Callable[..., Any]] = {
     "pitch": _as_float, "velocity": _as_float, "duration": _as_float, "latent": _as_latent,
     "controls": _as_controls, "seed": _as_int, "temperature": _as_float,
     "sample_rate": _as_int, "bit_depth": _as_int, "octave_shift": _as_int,
-    "loudness_shift": _as_float,
+    "loudness_shift": _as_float, "resynth": _as_bool, "refine": _as_int,
 }
 
 

@@ -17,6 +17,9 @@ from synth.errors import AudioError, ConfigError
 from synth.pitch import f0 as crepe_f0
 from synth.pitch import hz_to_midi, midi_to_hz
 
+#: CREPE periodicity above which a frame counts as voiced (timbre transfer and resynthesis)
+VOICING_THRESHOLD = 0.3
+
 
 @dataclass
 class TransferOptions:
@@ -30,7 +33,7 @@ class TransferOptions:
     pitch_shift: float = 0.0
     loudness_shift: float = 0.0
     quiet_db: float = 40.0
-    voicing_threshold: float = 0.3
+    voicing_threshold: float = VOICING_THRESHOLD
     crepe_model: str = "tiny"
 
 
@@ -155,3 +158,69 @@ def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor
         for p, r in zip(model.parameters(), was):
             p.requires_grad_(r)
     return z.detach()
+
+
+def hold_unvoiced(f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """(B, F) f0 and (B, F) bool voicing -> (B, F) f0 where every unvoiced frame takes the f0 of
+    the voiced frame before it (frames before the first voiced one: the first voiced f0); an
+    item with no voiced frame keeps its track. Pitch trackers wander in silence and breath;
+    holding the pitch lets the noise and the quiet tails play without pitch blips."""
+    frames = torch.arange(f0_hz.shape[-1], device=f0_hz.device).expand_as(f0_hz)
+    last = torch.where(voiced, frames, torch.full_like(frames, -1)).cummax(dim=-1).values
+    first = torch.where(voiced, frames, torch.full_like(frames, f0_hz.shape[-1])).min(
+        dim=-1, keepdim=True).values
+    source = torch.where(last >= 0, last, first).clamp_max(f0_hz.shape[-1] - 1)
+    held = f0_hz.gather(-1, source)
+    return torch.where(voiced.any(dim=-1, keepdim=True), held, f0_hz)
+
+
+def _own_curves(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T,) -> the recording cut to whole frames (1, T'), its f0 held through unvoiced frames
+    (1, F) and its loudness (1, F)."""
+    f0, periodicity, ld = analyze(model, audio, crepe_model)
+    x = audio[: f0.shape[-1] * model.hop_length][None].float()
+    return x, hold_unvoiced(f0, periodicity > VOICING_THRESHOLD), ld
+
+
+def recording_latent(model: DDSPGenerator, audio: torch.Tensor,
+                     refine: RefineOptions | None = None, crepe_model: str = "tiny",
+                     seed: int = 0, curves: tuple[torch.Tensor, ...] | None = None
+                     ) -> torch.Tensor:
+    """A recording's own timbre latent: (T,) at the model's rate -> (1, D), the encoder's global
+    z, refined on the recording by `refine` (`refine_latent`; None: the encoder's z).
+    `curves`: `_own_curves` of the recording, when already measured."""
+    if model.config.z_mode == "frames":
+        raise ConfigError("resynthesis with the recording's latent needs a global-z model, "
+                          "not z_mode='frames'")
+    x, f0, ld = curves or _own_curves(model, audio, crepe_model)
+    with torch.no_grad():
+        z = model.encode(x, Conditions(f0_hz=f0))
+    if refine is not None and refine.steps > 0:
+        z = refine_latent(model, x, f0, ld, z, refine, seed)
+    return z
+
+
+@torch.no_grad()
+def resynthesize(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor | None = None,
+                 refine: RefineOptions | None = None, sample_rate: int | None = None,
+                 controls: dict[str, float] | None = None, seed: int = 0,
+                 octave_shift: int = 0, loudness_shift: float = 0.0,
+                 crepe_model: str = "tiny") -> torch.Tensor:
+    """Play a recording back through the model as itself: its own f0 (CREPE, held through
+    unvoiced frames) and loudness curves, at its own pitch (no auto-adjust), with its own
+    latent (`recording_latent`, refined by `refine`) unless `z` (1, D) is given.
+
+    Args:
+        audio: (T,) at `model.sample_rate`.
+        octave_shift, loudness_shift: moves of the pitch (octaves) and level (dB).
+    Returns:
+        (T',) audio at `sample_rate` (default: the model's).
+    """
+    curves = _own_curves(model, audio, crepe_model)
+    if z is None:
+        z = recording_latent(model, audio, refine, crepe_model, seed, curves)
+    _, f0, ld = curves
+    z = z.reshape(1, -1).to(f0)
+    return model.synthesize(f0 * 2.0 ** octave_shift, ld + loudness_shift, z,
+                            sample_rate=sample_rate, controls=controls, generator=int(seed))[0]

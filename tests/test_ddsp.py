@@ -726,3 +726,14 @@ def test_refine_latent_lowers_its_objective_and_leaves_the_model_alone(tmp_path)
         refine_latent(model, audio, f0, ld, z0[..., None].expand(-1, -1, frames), opts)
     with pytest.raises(ConfigError, match="steps"):
         RefineOptions(steps=-1)
+
+
+def test_hold_unvoiced_carries_the_last_voiced_pitch():
+    """Resynthesis plays unvoiced frames at the voiced pitch before them (the first voiced one
+    at the start); a track with no voiced frame is left as it is."""
+    from synth.ddsp_play import hold_unvoiced
+
+    f0 = torch.tensor([[900.0, 220.0, 35.0, 1800.0, 330.0, 50.0], [80.0, 90.0, 100.0, 0, 0, 0]])
+    voiced = torch.tensor([[0, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0]]).bool()
+    assert hold_unvoiced(f0, voiced).tolist() == [[220.0, 220.0, 220.0, 220.0, 330.0, 330.0],
+                                                  [80.0, 90.0, 100.0, 0, 0, 0]]

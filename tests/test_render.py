@@ -318,3 +318,81 @@ def test_vqvae_notes_default_to_a_prior_sample_and_take_a_flat_code_latent(tmp_p
     with pytest.raises(ConfigError, match=f"needs {d} x {f}"):
         render(RenderRequest(model=str(path), out=str(tmp_path / "q5.wav"), pitch=62, duration=0.4,
                                     latent=[0.0] * d))
+
+
+# -- --audio --resynth ----------------------------------------------------------------------------
+def _median_f0(path):
+    from synth.pitch import f0
+
+    audio, sr = sf.read(path)
+    track = f0(torch.from_numpy(audio).float()[None], sr, hop_length=160, model="tiny")
+    voiced = track.periodicity[0] > 0.5
+    return float(track.f0_hz[0][voiced].median())
+
+
+def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path, monkeypatch):
+    """`render --audio --resynth --refine N` on the bundled model: the output stays at the
+    recording's pitch where timbre transfer (auto-adjust) moves a low tone up an octave; the
+    refined latent differs from the encoder's, is recorded, and reproduction reuses it (the
+    refinement is not run again) bit for bit."""
+    import dataclasses
+
+    import synth.ddsp_play as play
+
+    sr, f = 16000, 110.0
+    t = np.arange(sr) / sr
+    tone = sum(0.3 / k * np.sin(2 * np.pi * k * f * t) for k in range(1, 9))
+    tone *= np.minimum(1.0, t / 0.02) * np.exp(-1.5 * t)
+    sf.write(tmp_path / "low.wav", tone, sr)
+    base = RenderRequest(model="ddsp-gm", out=str(tmp_path / "transfer.wav"),
+                         audio=str(tmp_path / "low.wav"))
+    render(base)
+    own = render(dataclasses.replace(base, out=str(tmp_path / "own.wav"), resynth=True))
+    refined = render(dataclasses.replace(base, out=str(tmp_path / "refined.wav"), resynth=True,
+                                         refine=3))
+    assert abs(1200 * np.log2(_median_f0(tmp_path / "transfer.wav") / (2 * f))) < 30
+    for name in ("own", "refined"):
+        assert abs(1200 * np.log2(_median_f0(tmp_path / f"{name}.wav") / f)) < 30, name
+    assert own["resynth"]["refine"] is None and refined["resynth"]["refine"]["steps"] == 3
+    assert refined["latent"] == refined["resynth"]["latent"] != own["latent"]
+
+    def no_refine(*args, **kwargs):
+        raise AssertionError("reproduction refined the latent again")
+
+    monkeypatch.setattr(play, "refine_latent", no_refine)
+    again = render_from_manifest(tmp_path / "refined.wav.json", str(tmp_path / "again.wav"))
+    assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "refined.wav").read_bytes()
+    assert again["resynth"] == refined["resynth"]
+
+
+def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):
+    """--resynth/--refine: only with --audio, not with --latent, refine needs resynth and a
+    DDSP model; a batch row spells them as CSV cells."""
+    from studio.render import read_batch
+    from synth.errors import ConfigError, SynthStudioError
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, 0.3 * np.sin(2 * np.pi * 330 * np.arange(4000) / 8000), 8000)
+    cases = [(dict(pitch=60, resynth=True), "only apply to --audio"),
+             (dict(audio=str(wav), resynth=True, latent=[0.0] * 4), "drop --latent"),
+             (dict(audio=str(wav), refine=5), "add --resynth"),
+             (dict(audio=str(wav), resynth=True, refine=-1), ">= 0")]
+    for kwargs, needle in cases:
+        with pytest.raises(ConfigError, match=needle):
+            RenderRequest(model=str(model_path), out=str(tmp_path / "x.wav"), **kwargs).validate()
+    vae = save_model(build("vae", debug=True), tmp_path / "vae.safetensors")
+    with pytest.raises(ConfigError, match="needs a DDSP model"):
+        render(RenderRequest(model=str(vae), out=str(tmp_path / "v.wav"), audio=str(wav),
+                             resynth=True, refine=2))
+    assert not (tmp_path / "v.wav").exists()
+    (tmp_path / "b.csv").write_text("out,audio,resynth,refine\na.wav,in.wav,yes,2\n"
+                                    "b.wav,in.wav,false,\n")
+    first, second = read_batch(tmp_path / "b.csv")
+    assert (first.resynth, first.refine, second.resynth, second.refine) == (True, 2, False, 0)
+    (tmp_path / "bad.csv").write_text("out,audio,resynth\na.wav,in.wav,maybe\n")
+    with pytest.raises(SynthStudioError, match="row 1: resynth: expected true or false"):
+        read_batch(tmp_path / "bad.csv")
+    res = cli("--model", str(model_path), "--audio", str(wav), "--refine", "3",
+              "--out", str(tmp_path / "c.wav"))
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "add --resynth" in lines[0], res.stderr

@@ -246,11 +246,17 @@ def anchors_panel(model, directions) -> None:
             ss.anchors[f"random {i + 1}"] = [float(v) for v in c]
         on_pad_change(model, directions)
         st.rerun()
+    refine = 0
+    if L.refines_uploads(model):
+        refine = sb.number_input("refine an uploaded sound's latent (steps; 0: the encoder's)",
+                                 0, 200, 30, key="upload_refine",
+                                 help="Analysis by synthesis: about 2 s per second of sound")
     upload = sb.file_uploader("anchor from a sound (one note)", type=None, key="upload")
     if upload is not None and ss.get("upload_done") != upload.file_id:
         ss.upload_done = upload.file_id
         try:
-            coords = L.encode_upload(model, upload.getvalue(), upload.name)
+            with st.spinner(f"encoding {upload.name}"):
+                coords = L.encode_upload(model, upload.getvalue(), upload.name, int(refine))
             ss.anchors[f"upload: {upload.name}"] = coords.tolist()
             sb.success(f"added anchor 'upload: {upload.name}'")
             st.rerun()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from synth.base import Conditions, ControlSpec, Generator
+from synth.ddsp import DDSPGenerator
 from synth.errors import SynthStudioError
 
 #: Latent sliders reach this far beyond the trained (1st-99th percentile) range, so a user can
@@ -245,8 +246,15 @@ def pad_coords(corners: torch.Tensor, x: float, y: float, fit: tuple[Generator, 
     return clamp_coords(model, coords)[0]
 
 
-def encode_upload(model: Generator, data: bytes, filename: str) -> torch.Tensor:
-    """An uploaded sound -> (D,) PCA coordinates through `model.encode`.
+def refines_uploads(model: Generator) -> bool:
+    """Whether `encode_upload` can refine the model's latent on the sound (DDSP, global z)."""
+    return isinstance(model, DDSPGenerator) and model.config.z_mode != "frames"
+
+
+def encode_upload(model: Generator, data: bytes, filename: str, refine: int = 0) -> torch.Tensor:
+    """An uploaded sound -> (D,) PCA coordinates through `model.encode`; a DDSP model's latent
+    is then refined on the sound by `refine` steps (`synth.ddsp_play.recording_latent`: closer
+    to its timbre, about 2 s per second of sound per CPU thread at 30 steps).
 
     Raises SynthStudioError (shown inline by the app) for files that are not audio, too long,
     silent, or that the model cannot encode.
@@ -268,9 +276,14 @@ def encode_upload(model: Generator, data: bytes, filename: str) -> torch.Tensor:
         raise SynthStudioError(f"{filename}: the sound is silent")
     if model.temporal_latent:
         raise SynthStudioError(f"{model.kind}: uploads need a model with one latent per note")
-    cond = Conditions(duration=seconds)
-    with torch.no_grad():
-        z = model.encode(audio[None], cond)
+    if refine > 0 and refines_uploads(model):
+        from synth.ddsp_play import RefineOptions, recording_latent
+
+        with _lock(model):
+            z = recording_latent(model, audio, RefineOptions(steps=int(refine)))
+    else:
+        with torch.no_grad():
+            z = model.encode(audio[None], Conditions(duration=seconds))
     if z.ndim != 2 or not torch.isfinite(z).all():
         raise SynthStudioError(f"{filename}: the model could not encode this sound")
     return clamp_coords(model, model.to_pca(z)[0].float())

@@ -379,3 +379,22 @@ def test_app_pad_fit_switch_for_the_vae(at):
     assert not at.exception and not at.error and len(_audio(at)) == 1
     at.selectbox(key="model").set_value(MODEL).run()
     assert "pad_fit" not in [t.key for t in at.toggle]  # DDSP: no fitted mixes
+
+
+def test_upload_refinement_moves_the_anchor_toward_the_sound(model, at):
+    """A DDSP upload with refine N: the anchor is the recording's refined latent (the
+    analysis-by-synthesis of `render --resynth --refine`), not the encoder's; the app offers the
+    step count for DDSP models."""
+    from synth.ddsp_play import RefineOptions, recording_latent
+
+    sr = model.sample_rate
+    t = np.arange(sr) / sr
+    tone = sum(0.2 / k * np.sin(2 * np.pi * k * 196.0 * t) for k in range(1, 6)) * np.exp(-2 * t)
+    buf = io.BytesIO()
+    sf.write(buf, tone.astype(np.float32), sr, format="WAV", subtype="FLOAT")
+    plain = L.encode_upload(model, buf.getvalue(), "g.wav")
+    refined = L.encode_upload(model, buf.getvalue(), "g.wav", refine=3)
+    z = recording_latent(model, torch.from_numpy(tone).float(), RefineOptions(steps=3))
+    assert torch.allclose(refined, L.clamp_coords(model, model.to_pca(z)[0].float()), atol=1e-5)
+    assert not torch.allclose(refined, plain, atol=1e-3)
+    assert L.refines_uploads(model) and at.number_input(key="upload_refine").value == 30

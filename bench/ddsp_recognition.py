@@ -4,7 +4,8 @@ and how that moves with the level of the noise part.
 The same pick as bench.ddsp_eval (held-out notes of training instruments, pitched families, MIDI
 36-84; `--n` notes, `--seed` 0 by default; `--unseen`: notes of the unseen instruments instead),
 resynthesised as there (manifest pitch, the original's loudness, its
-own z, the loudness lock); each `--noise-db` value renders the same notes again with the model's
+own z, the loudness lock; `--as-render`: as `synthstudio render --audio --resynth` plays them,
+CREPE's f0 instead of the manifest pitch); each `--noise-db` value renders the same notes again with the model's
 `noise_db` control (0 = as trained). Reports, per variant, the bundled classifier's GM-family hits
 by family and by octave (MIDI 36-47, 48-59, ...), beside the originals'.
 
@@ -33,6 +34,18 @@ def octave(pitch: int) -> str:
     return f"MIDI {lo}-{lo + 11}"
 
 
+def as_render(model, audio: torch.Tensor, refine=None, controls=None) -> torch.Tensor:
+    """(B, T) notes -> (B, T) through `synth.ddsp_play.resynthesize` one note at a time (the
+    `render --audio --resynth [--refine N]` path), cut or padded to T."""
+    from synth.ddsp_play import resynthesize
+
+    out = torch.zeros_like(audio)
+    for i, note in enumerate(audio):
+        y = resynthesize(model, note.float(), refine=refine, controls=controls)[: audio.shape[-1]]
+        out[i, : y.numel()] = y
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ddsp-gm", help="bundled name or checkpoint path")
@@ -46,6 +59,11 @@ def main() -> None:
     ap.add_argument("--unseen", action="store_true",
                     help="notes of the unseen (test-split) instruments instead")
     add_refine_args(ap, "also render each note")
+    ap.add_argument("--as-render", action="store_true",
+                    help="render the notes as `synthstudio render --audio NOTE --resynth "
+                         "[--refine N]` does (synth.ddsp_play.resynthesize: CREPE f0 held "
+                         "through unvoiced frames, one note at a time) instead of from the "
+                         "manifest pitch")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="ddsp_recognition")
@@ -73,10 +91,13 @@ def main() -> None:
         with torch.no_grad():
             renders = {"original": audio}
             for x in levels:
-                renders[f"noise_db {x:+g}"] = resynth(model, audio, pitch,
-                                                      controls={"noise_db": x} if x else None)
+                renders[f"noise_db {x:+g}"] = (
+                    as_render(model, audio, None, {"noise_db": x} if x else None)
+                    if args.as_render else
+                    resynth(model, audio, pitch, controls={"noise_db": x} if x else None))
             if refine:
-                renders[variants[-1]] = resynth(model, audio, pitch, refine=refine)
+                renders[variants[-1]] = (as_render(model, audio, refine) if args.as_render
+                                         else resynth(model, audio, pitch, refine=refine))
             for name, wav in renders.items():
                 pred = clf.family_logits(wav, corpus.sample_rate).argmax(-1).tolist()
                 for (fam, octv), p, t in zip(keys, pred, truth):
@@ -90,7 +111,7 @@ def main() -> None:
         print(f"| {name} | {h['all']}/{len(idx)} | " + " | ".join(f"{h[g]}/{total[g]}" for g in groups) + " |")
     payload = {"model": args.model, "config": args.config, "seed": args.seed,
                "refine": dataclasses.asdict(refine) if refine else None,
-               "unseen": args.unseen, "notes": len(idx), "corpus_hash": corpus.hash,
+               "unseen": args.unseen, "as_render": args.as_render, "notes": len(idx), "corpus_hash": corpus.hash,
                "totals": dict(total), "hits": {k: dict(v) for k, v in hits.items()},
                "seconds": time.perf_counter() - start}
     print(f"wrote {write_result(args.name, payload)}")

@@ -15,7 +15,7 @@ from synth.base import Conditions
 from synth.ddsp import LOUDNESS_FLOOR_DB, DDSPGenerator, load_perceptual_net
 from synth.errors import AudioError, ConfigError
 from synth.pitch import f0 as crepe_f0
-from synth.pitch import hz_to_midi, midi_to_hz
+from synth.pitch import hz_to_midi, midi_to_hz, octave_up_errors
 
 #: CREPE periodicity above which a frame counts as voiced (timbre transfer and resynthesis)
 VOICING_THRESHOLD = 0.3
@@ -37,17 +37,23 @@ class TransferOptions:
     crepe_model: str = "tiny"
 
 
-def analyze(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str = "tiny"
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(T,) audio at the model's rate -> f0 (1, F), periodicity (1, F), loudness (1, F)."""
+def analyze(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str = "tiny",
+            octave_check: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(T,) audio at the model's rate -> f0 (1, F), periodicity (1, F), loudness (1, F).
+
+    `octave_check`: voiced frames CREPE reads an octave (or two) too high are moved down
+    (`synth.pitch.octave_up_errors`)."""
     if audio.ndim != 1 or audio.numel() < model.hop_length * 4:
         raise AudioError("timbre transfer needs a mono recording of at least a few frames")
     n = audio.numel() // model.hop_length * model.hop_length
     x = audio[:n][None].float()
     frames = n // model.hop_length
     track = crepe_f0(x, model.sample_rate, hop_length=model.hop_length, model=crepe_model)
-    return (track.f0_hz[:, :frames], track.periodicity[:, :frames],
-            model.analyze_loudness(x))
+    f0, periodicity = track.f0_hz[:, :frames], track.periodicity[:, :frames]
+    if octave_check:
+        f0 = octave_up_errors(x, model.sample_rate, f0, periodicity > VOICING_THRESHOLD,
+                              model.hop_length)
+    return f0, periodicity, model.analyze_loudness(x)
 
 
 @torch.no_grad()

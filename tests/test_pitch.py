@@ -316,3 +316,33 @@ def test_cents():
     assert pitch.cents(440.0, 880.0) == pytest.approx(-1200.0)
     out = pitch.cents(torch.tensor([440.0 * 2 ** (1 / 1200)]), 440.0)
     assert isinstance(out, torch.Tensor) and out.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def _partials(f0, partials, sr=16000, seconds=1.0):
+    """(1, T) sum of sines: (amplitude, k) at k f0."""
+    t = np.arange(int(sr * seconds)) / sr
+    return torch.tensor(sum(a * np.sin(2 * np.pi * k * f0 * t) for a, k in partials),
+                        dtype=torch.float32)[None]
+
+
+def test_octave_check_halves_an_octave_high_read_and_nothing_else():
+    """A low tone whose fundamental is weak is read an octave up by a tracker; its spectrum has
+    partials at the half-partials of that reading, so `octave_up_errors` halves it. A tone read
+    at its own octave, an odd-partial (clarinet-like) tone and unvoiced frames stay put."""
+    from synth.pitch import half_partial_ratio, octave_up_errors
+
+    sr, hop = 16000, 64
+    low = _partials(55.0, [(0.02, 1)] + [(0.3 / k, k) for k in range(2, 12)])
+    frames = low.shape[-1] // hop
+    read_high = torch.full((1, frames), 110.0)
+    voiced = torch.ones(1, frames, dtype=torch.bool)
+    assert float(half_partial_ratio(low, sr, read_high, hop)[0, 20:-20].median()) > 0.5
+    assert torch.allclose(octave_up_errors(low, sr, read_high, voiced, hop), read_high / 2)
+    right = torch.full((1, frames), 55.0)
+    assert torch.equal(octave_up_errors(low, sr, right, voiced, hop), right)
+    odd = _partials(220.0, [(0.3 / k, k) for k in (1, 3, 5, 7, 9)])
+    at_220 = torch.full((1, frames), 220.0)
+    assert float(half_partial_ratio(odd, sr, at_220, hop)[0, 20:-20].median()) < 0.05
+    assert torch.equal(octave_up_errors(odd, sr, at_220, voiced, hop), at_220)
+    unvoiced = torch.zeros(1, frames, dtype=torch.bool)
+    assert torch.equal(octave_up_errors(low, sr, read_high, unvoiced, hop), read_high)

@@ -213,8 +213,8 @@ def resynthesize(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor | No
                  controls: dict[str, float] | None = None, seed: int = 0,
                  octave_shift: int = 0, loudness_shift: float = 0.0,
                  crepe_model: str = "tiny") -> torch.Tensor:
-    """Play a recording back through the model as itself: its own f0 (CREPE, held through
-    unvoiced frames) and loudness curves, at its own pitch (no auto-adjust), with its own
+    """Play a recording back through the model as itself: its own f0 (CREPE with the octave
+    check of `analyze`, held through unvoiced frames) and loudness curves, at its own pitch (no auto-adjust), with its own
     latent (`recording_latent`, refined by `refine`) unless `z` (1, D) is given.
 
     Args:

@@ -218,12 +218,13 @@ def text_mapping(model: Generator, model_path: Path, req: RenderRequest,
 
 
 @torch.no_grad()
-def render_audio(model: Generator, req: RenderRequest,
-                 latent: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+def render_audio(model: Generator, req: RenderRequest, latent: torch.Tensor | None = None,
+                 curves: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, int]:
     """(T,) audio and its sample rate for a request, through the Generator contract.
 
     `latent` (1, D) replaces the request's (needed for text: `text_mapping(...)["latent"]`; a
-    DDSP resynthesis without it measures and refines the recording's own)."""
+    DDSP resynthesis without it measures and refines the recording's own); `curves`: a DDSP
+    resynthesis's `synth.ddsp_play.recording_curves`, when already measured."""
     sr = req.sample_rate or model.sample_rate
     kind = req.source()
     own = req.resynth and isinstance(model, DDSPGenerator)  # the recording's own latent
@@ -244,14 +245,14 @@ def render_audio(model: Generator, req: RenderRequest,
 
         notes = read_midi(req.midi)
         return render_midi(model, notes, z, sample_rate=sr, controls=req.controls, seed=req.seed), sr
-    audio = load(req.audio, model.sample_rate)
+    audio = load(req.audio, model.sample_rate) if curves is None else None
     if own:
         from synth.ddsp_play import RefineOptions, resynthesize
 
         refine = RefineOptions(steps=req.refine) if req.refine else None
         out = resynthesize(model, audio, z, refine, sample_rate=sr, controls=req.controls,
                            seed=req.seed, octave_shift=req.octave_shift,
-                           loudness_shift=req.loudness_shift)
+                           loudness_shift=req.loudness_shift, curves=curves)
         return out, sr
     # DDSP: timbre transfer with z; autoencoders: the recording's own latent
     out = model.render_recording(audio, z if req.latent is not None else None,
@@ -262,27 +263,32 @@ def render_audio(model: Generator, req: RenderRequest,
 
 
 def resynth_latent(model: Generator, req: RenderRequest,
-                   recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The manifest's "resynth" record of a DDSP `--resynth` request (None for other models):
-    "latent", the recording's own (D,) latent (`synth.ddsp_play.recording_latent`, refined by
-    `req.refine` steps), and "refine", the refinement's options; `recorded`'s latent when given
-    (reproduction: the refinement is not run again)."""
+                   recorded: dict[str, Any] | None = None
+                   ) -> tuple[dict[str, Any] | None, tuple[torch.Tensor, ...] | None]:
+    """(record, curves) of a DDSP `--resynth` request ((None, None) for other models).
+
+    The manifest's "resynth" record: "latent", the recording's own (D,) latent
+    (`synth.ddsp_play.recording_latent`, refined by `req.refine` steps), or `recorded`'s when
+    given (reproduction: the refinement is not run again), and "refine", the options; curves:
+    the recording's `recording_curves`, measured once for the latent and the render."""
     if not isinstance(model, DDSPGenerator):
         if req.refine:
             raise ConfigError(f"--refine needs a DDSP model; {req.model} is {model.kind}")
-        return None
-    from synth.ddsp_play import RefineOptions, recording_latent
+        return None, None
+    from synth.ddsp_play import RefineOptions, recording_curves, recording_latent
 
     options = RefineOptions(steps=req.refine) if req.refine else None
+    audio = load(req.audio, model.sample_rate)
+    curves = recording_curves(model, audio)
     if recorded is not None:
         try:
             latent = [float(v) for v in recorded["latent"]]
         except (KeyError, TypeError, ValueError):
             raise SynthStudioError("the manifest's resynth record lacks its latent") from None
     else:
-        audio = load(req.audio, model.sample_rate)
-        latent = recording_latent(model, audio, options, seed=req.seed)[0].tolist()
-    return {"latent": latent, "refine": asdict(options) if options else None}
+        latent = recording_latent(model, audio, options, seed=req.seed,
+                                  curves=curves)[0].tolist()
+    return {"latent": latent, "refine": asdict(options) if options else None}, curves
 
 
 def render(req: RenderRequest, *, models: ModelCache | None = None,
@@ -296,15 +302,17 @@ def render(req: RenderRequest, *, models: ModelCache | None = None,
     kind = req.validate()
     models = models or ModelCache()
     model, model_path = models.generator(req.model)
-    text = resynth = None
+    text = resynth = curves = None
+    if req.resynth:
+        resynth, curves = resynth_latent(model, req, resynth_record)
     if kind == "text":
         text = text_mapping(model, model_path, req, models, text_record)
         z = _check_latent(model, text["latent"])
-    elif req.resynth and (resynth := resynth_latent(model, req, resynth_record)) is not None:
+    elif resynth is not None:
         z = _check_latent(model, resynth["latent"])
     else:
         z = _latent(model, req)
-    audio, sr = render_audio(model, req, z)
+    audio, sr = render_audio(model, req, z, curves)
     peak = float(audio.abs().max()) if audio.numel() else 0.0
     if not torch.isfinite(audio).all():
         raise SynthStudioError("the model produced non-finite audio")

@@ -180,8 +180,8 @@ def hold_unvoiced(f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
     return torch.where(voiced.any(dim=-1, keepdim=True), held, f0_hz)
 
 
-def _own_curves(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def recording_curves(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str = "tiny"
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(T,) -> the recording cut to whole frames (1, T'), its f0 held through unvoiced frames
     (1, F) and its loudness (1, F)."""
     f0, periodicity, ld = analyze(model, audio, crepe_model)
@@ -195,11 +195,11 @@ def recording_latent(model: DDSPGenerator, audio: torch.Tensor,
                      ) -> torch.Tensor:
     """A recording's own timbre latent: (T,) at the model's rate -> (1, D), the encoder's global
     z, refined on the recording by `refine` (`refine_latent`; None: the encoder's z).
-    `curves`: `_own_curves` of the recording, when already measured."""
+    `curves`: `recording_curves` of the recording, when already measured."""
     if model.config.z_mode == "frames":
         raise ConfigError("resynthesis with the recording's latent needs a global-z model, "
                           "not z_mode='frames'")
-    x, f0, ld = curves or _own_curves(model, audio, crepe_model)
+    x, f0, ld = curves or recording_curves(model, audio, crepe_model)
     with torch.no_grad():
         z = model.encode(x, Conditions(f0_hz=f0))
     if refine is not None and refine.steps > 0:
@@ -212,18 +212,20 @@ def resynthesize(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor | No
                  refine: RefineOptions | None = None, sample_rate: int | None = None,
                  controls: dict[str, float] | None = None, seed: int = 0,
                  octave_shift: int = 0, loudness_shift: float = 0.0,
-                 crepe_model: str = "tiny") -> torch.Tensor:
+                 crepe_model: str = "tiny", curves: tuple[torch.Tensor, ...] | None = None
+                 ) -> torch.Tensor:
     """Play a recording back through the model as itself: its own f0 (CREPE with the octave
-    check of `analyze`, held through unvoiced frames) and loudness curves, at its own pitch (no auto-adjust), with its own
-    latent (`recording_latent`, refined by `refine`) unless `z` (1, D) is given.
+    check of `analyze`, held through unvoiced frames) and loudness curves, at its own pitch
+    (no auto-adjust), with its own latent (`recording_latent`, refined by `refine`) unless `z` (1, D) is given.
 
     Args:
-        audio: (T,) at `model.sample_rate`.
+        audio: (T,) at `model.sample_rate` (not read when `curves` and `z` are given).
         octave_shift, loudness_shift: moves of the pitch (octaves) and level (dB).
+        curves: `recording_curves` of the recording, when already measured.
     Returns:
         (T',) audio at `sample_rate` (default: the model's).
     """
-    curves = _own_curves(model, audio, crepe_model)
+    curves = curves or recording_curves(model, audio, crepe_model)
     if z is None:
         z = recording_latent(model, audio, refine, crepe_model, seed, curves)
     _, f0, ld = curves

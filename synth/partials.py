@@ -25,13 +25,14 @@ def partial_amplitudes(audio: torch.Tensor, f0_hz: torch.Tensor, sample_rate: in
     2 / sum(window) (a steady sine of amplitude A reads A). Partials at or above Nyquist are 0.
 
     Args:
-        audio: (B, T) waveforms; f0_hz: (B,) one f0 per note; inharmonicity: optional (B,).
+        audio: (B, T) waveforms; f0_hz: (B,) one f0 per note, or (B, frames) one per frame;
+        inharmonicity: optional (B,).
     Returns:
         (B, frames, n_partials) amplitudes, float like `audio`.
     """
-    if audio.ndim != 2 or f0_hz.shape != (audio.shape[0],):
-        raise ConfigError(f"partial_amplitudes: audio (B, T) and f0_hz (B,), got "
-                          f"{tuple(audio.shape)} and {tuple(f0_hz.shape)}")
+    if audio.ndim != 2 or f0_hz.shape not in ((audio.shape[0],), (audio.shape[0], frames)):
+        raise ConfigError(f"partial_amplitudes: audio (B, T) and f0_hz (B,) or (B, frames), "
+                          f"got {tuple(audio.shape)} and {tuple(f0_hz.shape)}")
     win = torch.hann_window(n_fft, dtype=audio.dtype, device=audio.device)
     spec = torch.stft(audio, n_fft, hop, window=win, center=True, pad_mode="constant",
                       return_complex=True).abs()
@@ -39,15 +40,15 @@ def partial_amplitudes(audio: torch.Tensor, f0_hz: torch.Tensor, sample_rate: in
     if spec.shape[1] < frames:
         spec = torch.nn.functional.pad(spec, (0, 0, 0, frames - spec.shape[1]))
     k = torch.arange(1, n_partials + 1, dtype=audio.dtype, device=audio.device)
-    freq = f0_hz[:, None].to(audio.dtype) * k
+    per_frame = f0_hz.expand(frames, -1).T if f0_hz.ndim == 1 else f0_hz
+    freq = per_frame[..., None].to(audio.dtype) * k                      # (B, frames, K)
     if inharmonicity is not None:
-        freq = freq * torch.sqrt(1 + inharmonicity[:, None].to(audio.dtype) * k ** 2)
+        freq = freq * torch.sqrt(1 + inharmonicity[:, None, None].to(audio.dtype) * k ** 2)
     centre = (freq / sample_rate * n_fft).round().long()
     best = torch.zeros(audio.shape[0], frames, n_partials, dtype=audio.dtype, device=audio.device)
     for d in range(-search_bins, search_bins + 1):
-        bins = (centre + d).clamp(0, n_fft // 2)[:, None, :].expand(-1, frames, -1)
-        best = torch.maximum(best, spec.gather(2, bins))
-    below = (freq < sample_rate / 2).to(audio.dtype)[:, None, :]
+        best = torch.maximum(best, spec.gather(2, (centre + d).clamp(0, n_fft // 2)))
+    below = (freq < sample_rate / 2).to(audio.dtype)
     return 2 * best / win.sum() * below
 
 

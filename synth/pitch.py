@@ -236,26 +236,16 @@ OCTAVE_HALF_RATIO = 0.25
 
 def half_partial_ratio(audio: torch.Tensor, sample_rate: int, f0_hz: torch.Tensor, hop_length: int,
                        n_partials: int = 10, n_fft: int = 2048) -> torch.Tensor:
-    """(B, T) audio and (B, F) f0 on the frame grid -> (B, F): the summed magnitude of a Hann STFT
-    at the half-partials (k - 1/2) f0 over that at the partials k f0, k = 1..`n_partials` below
-    0.45 x the sample rate (each read as the largest bin within +-1 of its frequency). About 0 for
-    a harmonic sound at f0; near its partials' own level when the true f0 is f0 / 2."""
-    win = torch.hann_window(n_fft, dtype=audio.dtype, device=audio.device)
-    spec = torch.stft(audio, n_fft, hop_length, window=win, center=True, pad_mode="constant",
-                      return_complex=True).abs().transpose(1, 2)
-    frames = f0_hz.shape[-1]
-    spec = F.pad(spec, (0, 0, 0, max(0, frames - spec.shape[1])))[:, :frames]
-    k = torch.arange(1, n_partials + 1, dtype=audio.dtype, device=audio.device)
+    """(B, T) audio and (B, F) f0 on the frame grid -> (B, F): the summed amplitude at the
+    half-partials (k - 1/2) f0 over that at the partials k f0, k = 1..`n_partials`, read with
+    `synth.partials.partial_amplitudes` at f0 / 2 (whose odd partials are the half-partials and
+    even ones the partials; +-1 bin of a 2048-point Hann STFT). About 0 for a harmonic sound at
+    f0; near its partials' own level when the true f0 is f0 / 2."""
+    from synth.partials import partial_amplitudes
 
-    def read(freq: torch.Tensor) -> torch.Tensor:
-        centre = (freq / sample_rate * n_fft).round().long()
-        return torch.stack([spec.gather(2, (centre + d).clamp(0, n_fft // 2))
-                            for d in (-1, 0, 1)]).amax(0)
-
-    below = (f0_hz[..., None] * k < 0.45 * sample_rate).to(audio.dtype)
-    at_partials = (read(f0_hz[..., None] * k) * below).sum(-1)
-    at_halves = (read(f0_hz[..., None] * (k - 0.5)) * below).sum(-1)
-    return at_halves / at_partials.clamp_min(1e-9)
+    amps = partial_amplitudes(audio, f0_hz / 2, sample_rate, hop_length, f0_hz.shape[-1],
+                              2 * n_partials, n_fft=n_fft, search_bins=1)
+    return amps[..., 0::2].sum(-1) / amps[..., 1::2].sum(-1).clamp_min(1e-9)
 
 
 def octave_up_errors(audio: torch.Tensor, sample_rate: int, f0_hz: torch.Tensor,

@@ -36,6 +36,22 @@ def test_reads_the_amplitude_of_each_partial():
     assert (ratio > 0.84).all() and (ratio < 1.01).all()
 
 
+def test_a_per_frame_f0_reads_each_frame_at_its_own_pitch():
+    """f0 (B, frames): a constant track equals the per-note reading; a track that jumps reads
+    the new pitch's partials after the jump."""
+    amps = [0.5, 0.25, 0.1]
+    x = sines([250 * k for k in range(1, 4)], amps)
+    frames = 100
+    note = partial_amplitudes(x, torch.tensor([250.0]), SR, HOP, frames, 3)
+    track = partial_amplitudes(x, torch.full((1, frames), 250.0), SR, HOP, frames, 3)
+    assert torch.equal(note, track)
+    jump = torch.full((1, frames), 250.0)
+    jump[:, 50:] = 500.0  # read as 500 Hz: partials 500, 1000 (present), 1500 (absent)
+    got = partial_amplitudes(x, jump, SR, HOP, frames, 3)
+    assert torch.allclose(got[0, 20:45], note[0, 20:45])
+    assert got[0, 60:80, 0].mean() > 0.2 and got[0, 60:80, 2].mean() < 0.01
+
+
 def test_partials_at_or_above_nyquist_are_zero_and_silence_reads_zero():
     x = sines([3000, 6000], [0.3, 0.3])
     got = partial_amplitudes(x, torch.tensor([3000.0]), SR, HOP, 50, 4)

@@ -128,40 +128,46 @@ def resynth(model, audio: torch.Tensor, pitch: torch.Tensor, lock: bool = True,
     """(B, T) originals -> (B, T') resynthesis: manifest pitch as f0, the original's loudness,
     its own z; `lock` is the loudness lock (the inference default), `controls` the model's
     synthesis controls (harmonic_db, noise_db, brightness, reverb_mix); `refine`
-    (`synth.ddsp_play.RefineOptions`): z refined on the note first (`refine_latent`)."""
+    (`synth.ddsp_play.RefineOptions`): z, and with `refine.offsets` a static spectral correction,
+    refined on the note first (`refine_note`)."""
     n = audio.shape[-1] // model.hop_length * model.hop_length
     audio = audio[:, :n]
     frames = n // model.hop_length
     f0 = midi_to_hz(pitch)[:, None].expand(-1, frames)
     ld = model.analyze_loudness(audio)
     z = model.encode(audio, Conditions(pitch=pitch))
+    offsets = None
     if refine is not None:
-        from synth.ddsp_play import refine_latent
+        from synth.ddsp_play import refine_note
 
-        z = refine_latent(model, audio.float(), f0, ld, z, refine)
+        z, offsets = refine_note(model, audio.float(), f0, ld, z, refine)
     return model.synthesize(f0, ld, z, n_samples=n, generator=torch.Generator().manual_seed(0),
-                            controls=controls, match_loudness=lock)
+                            controls=controls, match_loudness=lock, offsets=offsets)
 
 
 def add_refine_args(ap: argparse.ArgumentParser, what: str) -> None:
-    """`--refine N` (`what` the N-step refined render adds) and `--refine-weight`."""
+    """`--refine N` (`what` the N-step refined render adds), `--refine-weight` and
+    `--refine-z-only`."""
     ap.add_argument("--refine", type=int, default=0,
-                    help=f"{what} with each note's z refined by this many steps "
-                         "(synth.ddsp_play.refine_latent, default options otherwise)")
+                    help=f"{what} with each note's z and spectral offsets refined by this many "
+                         "steps (synth.ddsp_play.refine_note, default options otherwise)")
     ap.add_argument("--refine-weight", type=float, default=None,
                     help="the refinement's perceptual weight (0: spectral loss only)")
+    ap.add_argument("--refine-z-only", action="store_true",
+                    help="refine the global z alone, without the static spectral offsets "
+                         "(the refinement of sessions 23-24)")
 
 
 def refine_options(args: argparse.Namespace):
-    """`--refine` / `--refine-weight` -> RefineOptions, or None for 0 steps."""
+    """`--refine` / `--refine-weight` / `--refine-z-only` -> RefineOptions, or None for 0 steps."""
     if args.refine <= 0:
         return None
     from synth.ddsp_play import RefineOptions
     from synth.errors import ConfigError
 
     try:
-        return RefineOptions(steps=args.refine) if args.refine_weight is None else RefineOptions(
-            steps=args.refine, perceptual_weight=args.refine_weight)
+        weight = {} if args.refine_weight is None else {"perceptual_weight": args.refine_weight}
+        return RefineOptions(steps=args.refine, offsets=not args.refine_z_only, **weight)
     except ConfigError as err:  # one line, non-zero exit
         raise SystemExit(f"--refine: {err}") from None
 
@@ -198,7 +204,7 @@ def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16, classif
              ) -> dict[str, dict[str, float]]:
     """Rows of `ROWS` (the model rows only without `calibration`), plus one "ddsp, reverb_mix X"
     row per extra mix of the learned reverb (0: dry) and, with `refine` (RefineOptions), a
-    "ddsp, z refined" row (`refine_latent`)."""
+    "ddsp, z refined" row (`refine_note`: with the offsets unless `refine.offsets` is off)."""
     sr = corpus.sample_rate
     spec = FeatureSpec(sample_rate=sr)
     names = ROWS if calibration else ("ddsp", "ddsp, no loudness lock", "original")

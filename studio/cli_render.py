@@ -111,6 +111,7 @@ def render(
         console.print(f"text: pitch {t['pitch']:g}, velocity {t['velocity']:g}, latent from "
                       f"{t['mapper'] or 'the given latent'}")
     if manifest.get("resynth", {}).get("refine"):
-        console.print(f"latent refined by {manifest['resynth']['refine']['steps']} steps")
+        what = "latent and spectral offsets" if manifest["resynth"].get("offsets") else "latent"
+        console.print(f"{what} refined by {manifest['resynth']['refine']['steps']} steps")
     console.print(f"wrote {req_out} ({manifest['seconds']:.2f} s at {manifest['sample_rate']} Hz, "
                   f"peak {manifest['peak']:.2f}) and {req_out}.json")

@@ -52,8 +52,8 @@ class RenderRequest:
 
     With `audio`, a DDSP model re-plays the recording with the given (or training-mean) timbre
     (timbre transfer, auto-adjusted into its range); `resynth` plays it back as itself instead
-    (its own pitch, and its own latent refined by `refine` steps, `synth.ddsp_play.
-    resynthesize`). The autoencoders always use the recording's own latent.
+    (its own pitch, and its own latent and a static spectral correction refined by `refine`
+    steps, `synth.ddsp_play.resynthesize`). The autoencoders always use the recording's own latent.
     """
 
     model: str
@@ -219,12 +219,14 @@ def text_mapping(model: Generator, model_path: Path, req: RenderRequest,
 
 @torch.no_grad()
 def render_audio(model: Generator, req: RenderRequest, latent: torch.Tensor | None = None,
-                 curves: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, int]:
+                 curves: tuple[torch.Tensor, ...] | None = None,
+                 offsets: Any = None) -> tuple[torch.Tensor, int]:
     """(T,) audio and its sample rate for a request, through the Generator contract.
 
     `latent` (1, D) replaces the request's (needed for text: `text_mapping(...)["latent"]`; a
     DDSP resynthesis without it measures and refines the recording's own); `curves`: a DDSP
-    resynthesis's `synth.ddsp_play.recording_curves`, when already measured."""
+    resynthesis's `synth.ddsp_play.recording_curves`, when already measured; `offsets`: its
+    refined `synth.ddsp.SpectralOffsets` (with `latent`)."""
     sr = req.sample_rate or model.sample_rate
     kind = req.source()
     own = req.resynth and isinstance(model, DDSPGenerator)  # the recording's own latent
@@ -252,7 +254,7 @@ def render_audio(model: Generator, req: RenderRequest, latent: torch.Tensor | No
         refine = RefineOptions(steps=req.refine) if req.refine else None
         out = resynthesize(model, audio, z, refine, sample_rate=sr, controls=req.controls,
                            seed=req.seed, octave_shift=req.octave_shift,
-                           loudness_shift=req.loudness_shift, curves=curves)
+                           loudness_shift=req.loudness_shift, curves=curves, offsets=offsets)
         return out, sr
     # DDSP: timbre transfer with z; autoencoders: the recording's own latent
     out = model.render_recording(audio, z if req.latent is not None else None,
@@ -267,15 +269,16 @@ def resynth_latent(model: Generator, req: RenderRequest,
                    ) -> tuple[dict[str, Any] | None, tuple[torch.Tensor, ...] | None]:
     """(record, curves) of a DDSP `--resynth` request ((None, None) for other models).
 
-    The manifest's "resynth" record: "latent", the recording's own (D,) latent
-    (`synth.ddsp_play.recording_latent`, refined by `req.refine` steps), or `recorded`'s when
+    The manifest's "resynth" record: "latent", the recording's own (D,) latent, and "offsets",
+    its static spectral correction ({"harmonic": H values, "noise": K knots}, or None) as
+    `synth.ddsp_play.recording_timbre` refines them by `req.refine` steps, or `recorded`'s when
     given (reproduction: the refinement is not run again), and "refine", the options; curves:
     the recording's `recording_curves`, measured once for the latent and the render."""
     if not isinstance(model, DDSPGenerator):
         if req.refine:
             raise ConfigError(f"--refine needs a DDSP model; {req.model} is {model.kind}")
         return None, None
-    from synth.ddsp_play import RefineOptions, recording_curves, recording_latent
+    from synth.ddsp_play import RefineOptions, recording_curves, recording_timbre
 
     options = RefineOptions(steps=req.refine) if req.refine else None
     audio = load(req.audio, model.sample_rate)
@@ -283,12 +286,31 @@ def resynth_latent(model: Generator, req: RenderRequest,
     if recorded is not None:
         try:
             latent = [float(v) for v in recorded["latent"]]
-        except (KeyError, TypeError, ValueError):
-            raise SynthStudioError("the manifest's resynth record lacks its latent") from None
+            found = recorded.get("offsets")
+            offsets = None if found is None else {
+                part: [float(v) for v in found[part]] for part in ("harmonic", "noise")}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SynthStudioError("the manifest's resynth record lacks its latent or has "
+                                   "unreadable offsets") from None
     else:
-        latent = recording_latent(model, audio, options, seed=req.seed,
-                                  curves=curves)[0].tolist()
-    return {"latent": latent, "refine": asdict(options) if options else None}, curves
+        z, found = recording_timbre(model, audio, options, seed=req.seed, curves=curves)
+        latent = z[0].tolist()
+        offsets = None if found is None else {"harmonic": found.harmonic[0].tolist(),
+                                              "noise": found.noise[0].tolist()}
+    return {"latent": latent, "offsets": offsets,
+            "refine": asdict(options) if options else None}, curves
+
+
+def _offsets(model: Generator, record: dict[str, Any] | None):
+    """A "resynth" record's offsets -> `SpectralOffsets` (1, H), (1, K), or None."""
+    if record is None or record.get("offsets") is None:
+        return None
+    from synth.ddsp import SpectralOffsets
+
+    found = SpectralOffsets(torch.tensor([record["offsets"]["harmonic"]]),
+                            torch.tensor([record["offsets"]["noise"]]))
+    model.check_offsets(found, 1)
+    return found
 
 
 def render(req: RenderRequest, *, models: ModelCache | None = None,
@@ -312,7 +334,7 @@ def render(req: RenderRequest, *, models: ModelCache | None = None,
         z = _check_latent(model, resynth["latent"])
     else:
         z = _latent(model, req)
-    audio, sr = render_audio(model, req, z, curves)
+    audio, sr = render_audio(model, req, z, curves, _offsets(model, resynth))
     peak = float(audio.abs().max()) if audio.numel() else 0.0
     if not torch.isfinite(audio).all():
         raise SynthStudioError("the model produced non-finite audio")

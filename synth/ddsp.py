@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,34 @@ LOUDNESS_FLOOR_DB = -120.0
 
 #: Where filtered noise comes from: a batch generator, a per-item seed, or torch's global RNG.
 NoiseSource = torch.Generator | int | None
+
+#: Knots of a `SpectralOffsets` noise curve, spread evenly over the noise bands.
+NOISE_OFFSET_KNOTS = 24
+
+
+class SpectralOffsets(NamedTuple):
+    """A note's static spectral correction on top of what the decoder plays from its z, found by
+    analysis by synthesis (`synth.ddsp_play.refine_note`): `harmonic` (B, H) is added to the
+    harmonic distribution's logits at every frame, `noise` (B, K) is a curve of K >= 2 knots
+    spread evenly over the noise bands and added to their logits. Through `exp_sigmoid` an
+    offset of y at logit l moves a level by 20 (1 - sigmoid(l)) y dB (10 y dB at l = 0, up to
+    20 y dB for quiet partials); zeros change nothing."""
+
+    harmonic: torch.Tensor
+    noise: torch.Tensor
+
+    @classmethod
+    def zeros(cls, batch: int, n_harmonics: int, knots: int = NOISE_OFFSET_KNOTS
+              ) -> "SpectralOffsets":
+        return cls(torch.zeros(batch, n_harmonics), torch.zeros(batch, knots))
+
+    def noise_bands(self, n_bands: int) -> torch.Tensor:
+        """(B, K) knots -> (B, n_bands) offsets, linear between the knots."""
+        return F.interpolate(self.noise[:, None, :], size=n_bands, mode="linear",
+                             align_corners=True)[:, 0]
+
+    def to(self, like: torch.Tensor) -> "SpectralOffsets":
+        return SpectralOffsets(self.harmonic.to(like), self.noise.to(like))
 
 
 def seeded_uniform_noise(seed: int, n: int, n_samples: int) -> torch.Tensor:
@@ -511,13 +539,15 @@ class DDSPGenerator(Generator):
     # -- synthesis ----------------------------------------------------------------------------
     def get_controls(self, f0_hz: torch.Tensor, loudness_db: torch.Tensor,
                      z: torch.Tensor, controls: dict[str, float] | None = None,
-                     inharmonicity: torch.Tensor | None = None
+                     inharmonicity: torch.Tensor | None = None,
+                     offsets: SpectralOffsets | None = None
                      ) -> tuple[dsp.HarmonicControls, torch.Tensor]:
         """Network outputs -> bounded synthesis controls.
 
         Args:
             f0_hz, loudness_db: (B, F); z: (B, F, D); inharmonicity: optional (B,) B, for the
-                Nyquist test of the partials (`dsp.harmonic_controls`).
+                Nyquist test of the partials (`dsp.harmonic_controls`); offsets: a per-note
+                `SpectralOffsets` added to the distribution's and the noise bands' logits.
         Returns:
             (HarmonicControls with (B, F, 1)/(B, F, H) tensors, noise magnitudes (B, F, M)).
         """
@@ -534,6 +564,10 @@ class DDSPGenerator(Generator):
             dist = dist + self.z_level_dist(torch.cat([z, f0_in, ld_in], dim=-1))
         if c.z_noise:
             noise = noise + self.z_noise(torch.cat([z, f0_in], dim=-1))
+        if offsets is not None:
+            self.check_offsets(offsets, dist.shape[0])
+            dist = dist + offsets.harmonic[:, None, :]
+            noise = noise + offsets.noise_bands(c.n_noise_bands)[:, None, :]
         dist = dist + self._tilt(controls)
         harm = dsp.harmonic_controls(amp, dist, f0_hz[..., None], self.sample_rate,
                                      inharmonicity=inharmonicity)
@@ -549,6 +583,15 @@ class DDSPGenerator(Generator):
             harm = harm._replace(amplitude=harm.amplitude * gh)
             mags = mags * gn
         return harm, mags
+
+    def check_offsets(self, offsets: SpectralOffsets, batch: int) -> None:
+        """ConfigError unless `offsets` fit `batch` notes of this model."""
+        h, n = offsets.harmonic, offsets.noise
+        if (h.ndim != 2 or n.ndim != 2 or h.shape != (batch, self.config.n_harmonics)
+                or n.shape[0] != batch or n.shape[1] < 2):
+            raise ConfigError(f"spectral offsets must be ({batch}, {self.config.n_harmonics}) "
+                              f"harmonic and ({batch}, K >= 2) noise, got {tuple(h.shape)} and "
+                              f"{tuple(n.shape)}")
 
     def _with_partial_noise(self, mags: torch.Tensor, harm: dsp.HarmonicControls,
                             level_db: torch.Tensor, inharmonicity: torch.Tensor | None
@@ -646,7 +689,8 @@ class DDSPGenerator(Generator):
                    controls: dict[str, float] | None = None,
                    generator: NoiseSource = None,
                    match_loudness: bool | None = None,
-                   inharmonicity: torch.Tensor | None = None) -> torch.Tensor:
+                   inharmonicity: torch.Tensor | None = None,
+                   offsets: SpectralOffsets | None = None) -> torch.Tensor:
         """Frame-rate f0 (B, F), loudness (B, F) and z ((B, D) or (B, F, D)) -> (B, T) audio.
 
         `match_loudness` (default: `config.loudness_lock`) scales each item by one gain so that
@@ -655,6 +699,7 @@ class DDSPGenerator(Generator):
         relative to that. One gain per note keeps the model's own envelope and dynamics.
         `inharmonicity` (B,): the partials' stiff-string coefficient; default: the model's
         prediction from z and pitch (`predict_inharmonicity`; none for a harmonic model).
+        `offsets`: a per-note `SpectralOffsets` (a refined resynthesis's correction).
         """
         if inharmonicity is None:
             inharmonicity = self.predict_inharmonicity(z, f0_hz)
@@ -665,12 +710,14 @@ class DDSPGenerator(Generator):
         lock = self.config.loudness_lock if match_loudness is None else bool(match_loudness)
         mix = (controls or {}).get("reverb_mix", 1.0)
         if not lock:
-            harm, mags = self.get_controls(f0_hz, loudness_db, z, controls, inharmonicity)
+            harm, mags = self.get_controls(f0_hz, loudness_db, z, controls, inharmonicity,
+                                           offsets)
             return self.get_signal(harm, mags, n, sr, reverb_mix=mix, generator=generator,
                                    inharmonicity=inharmonicity)
         gain_controls = {k: v for k, v in (controls or {}).items()
                          if k not in ("harmonic_db", "noise_db")}
-        harm, mags = self.get_controls(f0_hz, loudness_db, z, gain_controls, inharmonicity)
+        harm, mags = self.get_controls(f0_hz, loudness_db, z, gain_controls, inharmonicity,
+                                       offsets)
         harmonic, noise = self.get_parts(harm, mags, n, sr, generator, inharmonicity)
         gh, gn = self._part_gains(controls)
         plain = self._reverb(harmonic + noise, sr)                 # default gains, full reverb

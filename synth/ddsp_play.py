@@ -8,11 +8,13 @@ quieter than a threshold (or unvoiced) have their harmonic part muted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
 import torch
 
 from synth.base import Conditions
-from synth.ddsp import LOUDNESS_FLOOR_DB, DDSPGenerator, load_perceptual_net
+from synth.ddsp import (LOUDNESS_FLOOR_DB, DDSPGenerator, SpectralOffsets,
+                        load_perceptual_net)
 from synth.errors import AudioError, ConfigError
 from synth.pitch import f0 as crepe_f0
 from synth.pitch import hz_to_midi, midi_to_hz, octave_up_errors
@@ -95,15 +97,17 @@ def timbre_transfer(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor |
 
 @dataclass
 class RefineOptions:
-    """Analysis by synthesis of a note's timbre latent (`refine_latent`). `steps` Adam steps at
-    `lr` on the global z, minimising the multi-scale spectral loss plus `perceptual_weight` x the
-    perceptual distance under `judge` (a note classifier checkpoint or bundled name, at the
-    model's rate; `perceptual_weight` 0: the spectral loss alone, no judge loaded)."""
+    """Analysis by synthesis of a note's timbre (`refine_note`). `steps` Adam steps at `lr` on the
+    global z (and, with `offsets`, a static `SpectralOffsets` correction beside it), minimising
+    the multi-scale spectral loss plus `perceptual_weight` x the perceptual distance under
+    `judge` (a note classifier checkpoint or bundled name, at the model's rate;
+    `perceptual_weight` 0: the spectral loss alone, no judge loaded)."""
 
     steps: int = 30
     lr: float = 0.05
     perceptual_weight: float = 20.0
     judge: str = "classifier-judge"
+    offsets: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 0 or not (self.lr > 0 and self.perceptual_weight >= 0):
@@ -111,48 +115,60 @@ class RefineOptions:
                               f"{self.steps}, {self.lr}, {self.perceptual_weight}")
 
 
-def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor,
-                  loudness_db: torch.Tensor, z: torch.Tensor | None = None,
-                  options: RefineOptions | None = None, seed: int = 0) -> torch.Tensor:
-    """Move each note's global timbre latent until the model's resynthesis sounds like it.
+def refine_note(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor,
+                loudness_db: torch.Tensor, z: torch.Tensor | None = None,
+                options: RefineOptions | None = None, seed: int = 0
+                ) -> tuple[torch.Tensor, SpectralOffsets | None]:
+    """Move each note's global timbre latent, and with `options.offsets` a static correction of
+    its partials and noise, until the model's resynthesis sounds like it.
 
     The encoder reads a note in one pass; this refines its z by gradient steps on the note
     itself (the decoder and synthesiser frozen), as GAN inversion refines an encoder's guess.
     On the spectral loss alone the resyntheses come no closer to being named right; with the
-    perceptual term of a separately trained classifier they do (docs/DDSP.md, session 23).
+    perceptual term of a separately trained classifier they do (docs/DDSP.md, session 23). The
+    offsets (session 25) add what one z cannot ask the decoder for: a per-partial level pattern
+    and a smooth noise shape, the same at every frame.
 
     Args:
         audio: (B, T) the notes at the model's rate, T a multiple of the hop.
         f0_hz, loudness_db: (B, F) frame-rate curves, F = T / hop.
         z: (B, D) the starting latents (default: `model.encode` of the notes).
     Returns:
-        (B, D) refined latents (no gradient).
+        (B, D) refined latents and their `SpectralOffsets` ((B, H), (B, K)), or None without
+        `options.offsets` (no gradient).
     """
     from synth.losses import multiscale_spectral_loss
 
     o = options or RefineOptions()
     if audio.ndim != 2 or audio.shape[-1] != f0_hz.shape[-1] * model.hop_length:
-        raise AudioError(f"refine_latent needs (B, T) audio with T = frames x hop, got "
+        raise AudioError(f"refining a note needs (B, T) audio with T = frames x hop, got "
                          f"{tuple(audio.shape)} for {tuple(f0_hz.shape)} frames")
     if z is None:
         with torch.no_grad():
             z = model.encode(audio, Conditions(f0_hz=f0_hz))
     if z.ndim != 2:
-        raise ConfigError(f"refine_latent refines one global z per note (B, D), got "
+        raise ConfigError(f"refinement moves one global z per note (B, D), got "
                           f"{tuple(z.shape)} (a z_mode='frames' model?)")
     judge = None
     if o.perceptual_weight > 0 and o.steps > 0:
         judge = load_perceptual_net(o.judge, model.sample_rate)
     was = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
+    z = z.detach().clone().requires_grad_(True)
+    offsets = None
+    params = [z]
+    if o.offsets:
+        offsets = SpectralOffsets.zeros(z.shape[0], model.config.n_harmonics).to(z)
+        for t in offsets:
+            t.requires_grad_(True)
+        params += list(offsets)
     try:
-        z = z.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=o.lr)
+        opt = torch.optim.Adam(params, lr=o.lr)
         sizes = tuple(s for s in model.config.fft_sizes if s <= audio.shape[-1])
         for k in range(o.steps):
             with torch.enable_grad():
                 rec = model.synthesize(f0_hz, loudness_db, z, n_samples=audio.shape[-1],
-                                       match_loudness=False,
+                                       match_loudness=False, offsets=offsets,
                                        generator=torch.Generator().manual_seed(seed + k))
                 loss = multiscale_spectral_loss(rec, audio, fft_sizes=sizes)
                 if judge is not None:
@@ -163,7 +179,18 @@ def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor
     finally:
         for p, r in zip(model.parameters(), was):
             p.requires_grad_(r)
-    return z.detach()
+    if offsets is not None:
+        offsets = SpectralOffsets(*(t.detach() for t in offsets))
+    return z.detach(), offsets
+
+
+def refine_latent(model: DDSPGenerator, audio: torch.Tensor, f0_hz: torch.Tensor,
+                  loudness_db: torch.Tensor, z: torch.Tensor | None = None,
+                  options: RefineOptions | None = None, seed: int = 0) -> torch.Tensor:
+    """`refine_note` of the global z alone (no offsets, whatever `options.offsets`): (B, D), a
+    latent that carries the whole refinement (the app's anchors, morphing)."""
+    o = replace(options or RefineOptions(), offsets=False)
+    return refine_note(model, audio, f0_hz, loudness_db, z, o, seed)[0]
 
 
 def hold_unvoiced(f0_hz: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
@@ -189,13 +216,13 @@ def recording_curves(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str
     return x, hold_unvoiced(f0, periodicity > VOICING_THRESHOLD), ld
 
 
-def recording_latent(model: DDSPGenerator, audio: torch.Tensor,
+def recording_timbre(model: DDSPGenerator, audio: torch.Tensor,
                      refine: RefineOptions | None = None, crepe_model: str = "tiny",
                      seed: int = 0, curves: tuple[torch.Tensor, ...] | None = None
-                     ) -> torch.Tensor:
-    """A recording's own timbre latent: (T,) at the model's rate -> (1, D), the encoder's global
-    z, refined on the recording by `refine` (`refine_latent`; None: the encoder's z).
-    `curves`: `recording_curves` of the recording, when already measured."""
+                     ) -> tuple[torch.Tensor, SpectralOffsets | None]:
+    """A recording's own timbre: (T,) at the model's rate -> (1, D) the encoder's global z and
+    None, or with `refine` both refined on the recording (`refine_note`: offsets (1, H), (1, K)
+    when `refine.offsets`). `curves`: `recording_curves` of the recording, when measured."""
     if model.config.z_mode == "frames":
         raise ConfigError("resynthesis with the recording's latent needs a global-z model, "
                           "not z_mode='frames'")
@@ -203,8 +230,20 @@ def recording_latent(model: DDSPGenerator, audio: torch.Tensor,
     with torch.no_grad():
         z = model.encode(x, Conditions(f0_hz=f0))
     if refine is not None and refine.steps > 0:
-        z = refine_latent(model, x, f0, ld, z, refine, seed)
-    return z
+        return refine_note(model, x, f0, ld, z, refine, seed)
+    return z, None
+
+
+def recording_latent(model: DDSPGenerator, audio: torch.Tensor,
+                     refine: RefineOptions | None = None, crepe_model: str = "tiny",
+                     seed: int = 0, curves: tuple[torch.Tensor, ...] | None = None
+                     ) -> torch.Tensor:
+    """A recording's own timbre latent: (T,) at the model's rate -> (1, D), the encoder's global
+    z, refined on the recording by `refine` (z alone: `refine_latent`; None: the encoder's z).
+    `curves`: `recording_curves` of the recording, when already measured."""
+    if refine is not None:
+        refine = replace(refine, offsets=False)
+    return recording_timbre(model, audio, refine, crepe_model, seed, curves)[0]
 
 
 @torch.no_grad()
@@ -212,11 +251,12 @@ def resynthesize(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor | No
                  refine: RefineOptions | None = None, sample_rate: int | None = None,
                  controls: dict[str, float] | None = None, seed: int = 0,
                  octave_shift: int = 0, loudness_shift: float = 0.0,
-                 crepe_model: str = "tiny", curves: tuple[torch.Tensor, ...] | None = None
-                 ) -> torch.Tensor:
+                 crepe_model: str = "tiny", curves: tuple[torch.Tensor, ...] | None = None,
+                 offsets: SpectralOffsets | None = None) -> torch.Tensor:
     """Play a recording back through the model as itself: its own f0 (CREPE with the octave
     check of `analyze`, held through unvoiced frames) and loudness curves, at its own pitch
-    (no auto-adjust), with its own latent (`recording_latent`, refined by `refine`) unless `z` (1, D) is given.
+    (no auto-adjust), with its own timbre (`recording_timbre`, refined by `refine`) unless `z`
+    (1, D) is given (with its `offsets`, if any).
 
     Args:
         audio: (T,) at `model.sample_rate` (not read when `curves` and `z` are given).
@@ -227,8 +267,9 @@ def resynthesize(model: DDSPGenerator, audio: torch.Tensor, z: torch.Tensor | No
     """
     curves = curves or recording_curves(model, audio, crepe_model)
     if z is None:
-        z = recording_latent(model, audio, refine, crepe_model, seed, curves)
+        z, offsets = recording_timbre(model, audio, refine, crepe_model, seed, curves)
     _, f0, ld = curves
     z = z.reshape(1, -1).to(f0)
     return model.synthesize(f0 * 2.0 ** octave_shift, ld + loudness_shift, z,
-                            sample_rate=sample_rate, controls=controls, generator=int(seed))[0]
+                            sample_rate=sample_rate, controls=controls, generator=int(seed),
+                            offsets=None if offsets is None else offsets.to(f0))[0]

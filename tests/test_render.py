@@ -333,11 +333,13 @@ def _median_f0(path):
 def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path, monkeypatch):
     """`render --audio --resynth --refine N` on the bundled model: the output stays at the
     recording's pitch where timbre transfer (auto-adjust) moves a low tone up an octave; the
-    refined latent differs from the encoder's, is recorded, and reproduction reuses it (the
-    refinement is not run again) bit for bit."""
+    refined latent differs from the encoder's and is recorded with its spectral offsets, and
+    reproduction reuses both (the refinement is not run again) bit for bit; the offsets are
+    played (dropping them from the manifest changes the render); a mangled record is one error."""
     import dataclasses
 
     import synth.ddsp_play as play
+    from synth.errors import SynthStudioError
 
     sr, f = 16000, 110.0
     t = np.arange(sr) / sr
@@ -355,14 +357,28 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
         assert abs(1200 * np.log2(_median_f0(tmp_path / f"{name}.wav") / f)) < 30, name
     assert own["resynth"]["refine"] is None and refined["resynth"]["refine"]["steps"] == 3
     assert refined["latent"] == refined["resynth"]["latent"] != own["latent"]
+    offsets = refined["resynth"]["offsets"]
+    assert own["resynth"]["offsets"] is None and len(offsets["harmonic"]) == 60
+    assert len(offsets["noise"]) >= 2 and any(abs(v) > 1e-3 for v in offsets["harmonic"])
 
     def no_refine(*args, **kwargs):
         raise AssertionError("reproduction refined the latent again")
 
+    monkeypatch.setattr(play, "refine_note", no_refine)
     monkeypatch.setattr(play, "refine_latent", no_refine)
     again = render_from_manifest(tmp_path / "refined.wav.json", str(tmp_path / "again.wav"))
     assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "refined.wav").read_bytes()
     assert again["resynth"] == refined["resynth"]
+    data = json.loads((tmp_path / "refined.wav.json").read_text())
+    data["resynth"]["offsets"] = None
+    (tmp_path / "plain.json").write_text(json.dumps(data))
+    render_from_manifest(tmp_path / "plain.json", str(tmp_path / "plain.wav"))
+    assert (tmp_path / "plain.wav").read_bytes() != (tmp_path / "refined.wav").read_bytes()
+    data["resynth"]["offsets"] = {"harmonic": [0.0] * 7, "noise": [0.0] * 24}
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(SynthStudioError, match="offsets"):
+        render_from_manifest(tmp_path / "bad.json", str(tmp_path / "bad.wav"))
+    assert not (tmp_path / "bad.wav").exists()
 
 
 def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):

@@ -585,13 +585,15 @@ class DDSPGenerator(Generator):
         return harm, mags
 
     def check_offsets(self, offsets: SpectralOffsets, batch: int) -> None:
-        """ConfigError unless `offsets` fit `batch` notes of this model."""
+        """ConfigError unless `offsets` fit `batch` notes of this model and are finite."""
         h, n = offsets.harmonic, offsets.noise
         if (h.ndim != 2 or n.ndim != 2 or h.shape != (batch, self.config.n_harmonics)
                 or n.shape[0] != batch or n.shape[1] < 2):
             raise ConfigError(f"spectral offsets must be ({batch}, {self.config.n_harmonics}) "
                               f"harmonic and ({batch}, K >= 2) noise, got {tuple(h.shape)} and "
                               f"{tuple(n.shape)}")
+        if not (torch.isfinite(h).all() and torch.isfinite(n).all()):
+            raise ConfigError("spectral offsets must be finite (NaN or inf found)")
 
     def _with_partial_noise(self, mags: torch.Tensor, harm: dsp.HarmonicControls,
                             level_db: torch.Tensor, inharmonicity: torch.Tensor | None

@@ -731,8 +731,8 @@ def test_refine_latent_lowers_its_objective_and_leaves_the_model_alone(tmp_path)
 def test_spectral_offsets_play_what_one_z_cannot_and_refine_finds_them(tmp_path):
     """`SpectralOffsets`: zeros give the same bytes as none; a harmonic offset of y on one
     partial raises that partial by up to 20 y dB (exp_sigmoid, the docstring's rule) and leaves
-    the others within 1 dB once the level is matched; wrong shapes are one error. On notes made
-    from a known z plus a known correction, `refine_note` with offsets closes more of the gap
+    the others within 1 dB once the level is matched; wrong shapes and NaN are one error. On
+    notes made from a known z plus a known correction, `refine_note` with offsets closes more of the gap
     in its objective than z alone (`refine_latent`) in the same steps, and reports the
     correction's shapes."""
     from synth.ddsp import SpectralOffsets
@@ -772,6 +772,8 @@ def test_spectral_offsets_play_what_one_z_cannot_and_refine_finds_them(tmp_path)
     assert (rest - rest.median(dim=1, keepdim=True).values).abs().max() < 1.0
     with pytest.raises(ConfigError, match="spectral offsets"):
         play(SpectralOffsets(torch.zeros(2, h + 1), zero.noise))
+    with pytest.raises(ConfigError, match="finite"):
+        play(SpectralOffsets(torch.full((2, h), float("nan")), zero.noise))
 
     true = SpectralOffsets(torch.randn(2, h) * 0.4, torch.randn(2, 5) * 0.5)
     with torch.no_grad():

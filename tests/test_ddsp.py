@@ -732,9 +732,9 @@ def test_spectral_offsets_play_what_one_z_cannot_and_refine_finds_them(tmp_path)
     """`SpectralOffsets`: zeros give the same bytes as none; a harmonic offset of y on one
     partial raises that partial by up to 20 y dB (exp_sigmoid, the docstring's rule) and leaves
     the others within 1 dB once the level is matched; wrong shapes and NaN are one error. On
-    notes made from a known z plus a known correction, `refine_note` with offsets closes more of the gap
-    in its objective than z alone (`refine_latent`) in the same steps, and reports the
-    correction's shapes."""
+    notes made from a known z plus a known correction, `refine_note` with offsets closes more
+    of the gap in its objective than z alone (`refine_latent`) in the same steps, and reports
+    the correction's shapes."""
     from synth.ddsp import SpectralOffsets
     from synth.ddsp_play import RefineOptions, refine_latent, refine_note
     from synth.losses import multiscale_spectral_loss

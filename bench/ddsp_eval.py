@@ -158,6 +158,11 @@ def add_refine_args(ap: argparse.ArgumentParser, what: str) -> None:
                          "(the refinement of sessions 23-24)")
 
 
+def refined_label(refine) -> str:
+    """A refined row's name: what `refine` (RefineOptions) moves on each note."""
+    return "z + offsets refined" if refine.offsets else "z refined"
+
+
 def refine_options(args: argparse.Namespace):
     """`--refine` / `--refine-weight` / `--refine-z-only` -> RefineOptions, or None for 0 steps."""
     if args.refine <= 0:
@@ -204,12 +209,13 @@ def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16, classif
              ) -> dict[str, dict[str, float]]:
     """Rows of `ROWS` (the model rows only without `calibration`), plus one "ddsp, reverb_mix X"
     row per extra mix of the learned reverb (0: dry) and, with `refine` (RefineOptions), a
-    "ddsp, z refined" row (`refine_note`: with the offsets unless `refine.offsets` is off)."""
+    "ddsp, z refined" row ("ddsp, z + offsets refined" with `refine.offsets`; `refine_note`)."""
     sr = corpus.sample_rate
     spec = FeatureSpec(sample_rate=sr)
     names = ROWS if calibration else ("ddsp", "ddsp, no loudness lock", "original")
     extra = tuple(f"ddsp, reverb_mix {m:g}" for m in reverb_mixes)
-    extra += ("ddsp, z refined",) if refine is not None else ()
+    refined = f"ddsp, {refined_label(refine)}" if refine is not None else None
+    extra += (refined,) if refined else ()
     names = names[:2] + extra + names[2:]
     rows: dict[str, dict[str, list[float]]] = {k: {} for k in names}
     for start in range(0, len(indices), batch):
@@ -221,7 +227,7 @@ def evaluate(model, corpus: Corpus, indices: list[int], batch: int = 16, classif
         for m in reverb_mixes:
             outs[f"ddsp, reverb_mix {m:g}"] = resynth(model, audio, pitch, controls={"reverb_mix": m})
         if refine is not None:
-            outs["ddsp, z refined"] = resynth(model, audio, pitch, refine=refine)
+            outs[refined] = resynth(model, audio, pitch, refine=refine)
         if calibration:
             nb = [neighbour(corpus, i) for i in idx]
             outs["real vs real"] = torch.from_numpy(

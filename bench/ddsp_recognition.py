@@ -26,7 +26,8 @@ import time
 import torch
 
 from bench.common import write_result
-from bench.ddsp_eval import add_refine_args, heldout_setup, pick, refine_options, resynth
+from bench.ddsp_eval import (add_refine_args, heldout_setup, pick, refine_options,
+                             refined_label, resynth)
 
 
 def octave(pitch: int) -> str:
@@ -76,7 +77,7 @@ def main() -> None:
     start = time.perf_counter()
     refine = refine_options(args)
     variants = ["original"] + [f"noise_db {x:+g}" for x in levels]
-    variants += [f"z refined ({args.refine} steps)"] if refine else []
+    variants += [f"{refined_label(refine)} ({args.refine} steps)"] if refine else []
     hits = {v: collections.Counter() for v in variants}
     total: collections.Counter = collections.Counter()
     for s in range(0, len(idx), args.batch):

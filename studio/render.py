@@ -29,7 +29,7 @@ from synth import __version__
 from synth.audio import load, save
 from synth.base import Conditions, Generator
 from synth.checkpoint import file_hash, load_model
-from synth.ddsp import DDSPGenerator
+from synth.ddsp import DDSPGenerator, SpectralOffsets
 from synth.errors import ConfigError, SynthStudioError
 from synth.fileio import atomic_write_text
 
@@ -220,7 +220,7 @@ def text_mapping(model: Generator, model_path: Path, req: RenderRequest,
 @torch.no_grad()
 def render_audio(model: Generator, req: RenderRequest, latent: torch.Tensor | None = None,
                  curves: tuple[torch.Tensor, ...] | None = None,
-                 offsets: Any = None) -> tuple[torch.Tensor, int]:
+                 offsets: SpectralOffsets | None = None) -> tuple[torch.Tensor, int]:
     """(T,) audio and its sample rate for a request, through the Generator contract.
 
     `latent` (1, D) replaces the request's (needed for text: `text_mapping(...)["latent"]`; a
@@ -266,18 +266,21 @@ def render_audio(model: Generator, req: RenderRequest, latent: torch.Tensor | No
 
 def resynth_latent(model: Generator, req: RenderRequest,
                    recorded: dict[str, Any] | None = None
-                   ) -> tuple[dict[str, Any] | None, tuple[torch.Tensor, ...] | None]:
-    """(record, curves) of a DDSP `--resynth` request ((None, None) for other models).
+                   ) -> tuple[dict[str, Any] | None, tuple[torch.Tensor, ...] | None,
+                              SpectralOffsets | None]:
+    """(record, curves, offsets) of a DDSP `--resynth` request ((None, None, None) for other
+    models).
 
     The manifest's "resynth" record: "latent", the recording's own (D,) latent, and "offsets",
-    its static spectral correction ({"harmonic": H values, "noise": K knots}, or None) as
+    its static spectral correction (`SpectralOffsets.to_record`, or None) as
     `synth.ddsp_play.recording_timbre` refines them by `req.refine` steps, or `recorded`'s when
     given (reproduction: the refinement is not run again), and "refine", the options; curves:
-    the recording's `recording_curves`, measured once for the latent and the render."""
+    the recording's `recording_curves`, measured once for the latent and the render; offsets:
+    the `synth.ddsp.SpectralOffsets` to play (or None)."""
     if not isinstance(model, DDSPGenerator):
         if req.refine:
             raise ConfigError(f"--refine needs a DDSP model; {req.model} is {model.kind}")
-        return None, None
+        return None, None, None
     from synth.ddsp_play import RefineOptions, recording_curves, recording_timbre
 
     options = RefineOptions(steps=req.refine) if req.refine else None
@@ -286,31 +289,15 @@ def resynth_latent(model: Generator, req: RenderRequest,
     if recorded is not None:
         try:
             latent = [float(v) for v in recorded["latent"]]
-            found = recorded.get("offsets")
-            offsets = None if found is None else {
-                part: [float(v) for v in found[part]] for part in ("harmonic", "noise")}
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise SynthStudioError("the manifest's resynth record lacks its latent or has "
-                                   "unreadable offsets") from None
+        except (KeyError, TypeError, ValueError):
+            raise SynthStudioError("the manifest's resynth record lacks its latent") from None
+        found = recorded.get("offsets")
+        offsets = None if found is None else SpectralOffsets.from_record(found)
     else:
-        z, found = recording_timbre(model, audio, options, seed=req.seed, curves=curves)
+        z, offsets = recording_timbre(model, audio, options, seed=req.seed, curves=curves)
         latent = z[0].tolist()
-        offsets = None if found is None else {"harmonic": found.harmonic[0].tolist(),
-                                              "noise": found.noise[0].tolist()}
-    return {"latent": latent, "offsets": offsets,
-            "refine": asdict(options) if options else None}, curves
-
-
-def _offsets(model: Generator, record: dict[str, Any] | None):
-    """A "resynth" record's offsets -> `SpectralOffsets` (1, H), (1, K), or None."""
-    if record is None or record.get("offsets") is None:
-        return None
-    from synth.ddsp import SpectralOffsets
-
-    found = SpectralOffsets(torch.tensor([record["offsets"]["harmonic"]]),
-                            torch.tensor([record["offsets"]["noise"]]))
-    model.check_offsets(found, 1)
-    return found
+    return {"latent": latent, "offsets": None if offsets is None else offsets.to_record(),
+            "refine": asdict(options) if options else None}, curves, offsets
 
 
 def render(req: RenderRequest, *, models: ModelCache | None = None,
@@ -324,9 +311,9 @@ def render(req: RenderRequest, *, models: ModelCache | None = None,
     kind = req.validate()
     models = models or ModelCache()
     model, model_path = models.generator(req.model)
-    text = resynth = curves = None
+    text = resynth = curves = offsets = None
     if req.resynth:
-        resynth, curves = resynth_latent(model, req, resynth_record)
+        resynth, curves, offsets = resynth_latent(model, req, resynth_record)
     if kind == "text":
         text = text_mapping(model, model_path, req, models, text_record)
         z = _check_latent(model, text["latent"])
@@ -334,7 +321,7 @@ def render(req: RenderRequest, *, models: ModelCache | None = None,
         z = _check_latent(model, resynth["latent"])
     else:
         z = _latent(model, req)
-    audio, sr = render_audio(model, req, z, curves, _offsets(model, resynth))
+    audio, sr = render_audio(model, req, z, curves, offsets)
     peak = float(audio.abs().max()) if audio.numel() else 0.0
     if not torch.isfinite(audio).all():
         raise SynthStudioError("the model produced non-finite audio")

@@ -66,6 +66,21 @@ class SpectralOffsets(NamedTuple):
     def to(self, like: torch.Tensor) -> "SpectralOffsets":
         return SpectralOffsets(self.harmonic.to(like), self.noise.to(like))
 
+    def to_record(self) -> dict[str, list[float]]:
+        """The first note's offsets as JSON lists: {"harmonic": H numbers, "noise": K numbers}."""
+        return {"harmonic": self.harmonic[0].tolist(), "noise": self.noise[0].tolist()}
+
+    @classmethod
+    def from_record(cls, record: Any) -> "SpectralOffsets":
+        """`to_record`'s dict -> (1, H), (1, K) float32 offsets (the same values); ConfigError
+        when it is not one. Shapes against a model: `DDSPGenerator.check_offsets`."""
+        try:
+            return cls(*(torch.tensor([[float(v) for v in record[part]]])
+                         for part in ("harmonic", "noise")))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError("unreadable spectral offsets: need {\"harmonic\": [...], "
+                              "\"noise\": [...]} lists of numbers") from None
+
 
 def seeded_uniform_noise(seed: int, n: int, n_samples: int) -> torch.Tensor:
     """(n, n_samples) uniform noise in [-1, 1), item i from `item_seeds(seed, n)[i]` (CPU)."""

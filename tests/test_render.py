@@ -379,6 +379,11 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
     with pytest.raises(SynthStudioError, match="offsets"):
         render_from_manifest(tmp_path / "bad.json", str(tmp_path / "bad.wav"))
     assert not (tmp_path / "bad.wav").exists()
+    data["resynth"]["offsets"] = {"harmonic": "loud", "noise": [0.0, 0.0]}
+    (tmp_path / "unreadable.json").write_text(json.dumps(data))
+    with pytest.raises(SynthStudioError, match="unreadable spectral offsets"):
+        render_from_manifest(tmp_path / "unreadable.json", str(tmp_path / "unreadable.wav"))
+    assert not (tmp_path / "unreadable.wav").exists()
 
 
 def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):

@@ -26,8 +26,8 @@ import time
 import torch
 
 from bench.common import write_result
-from bench.ddsp_eval import (add_refine_args, heldout_setup, pick, refine_options,
-                             refined_label, resynth)
+from bench.ddsp_eval import (add_refine_args, griffinlim_resynth, heldout_setup, pick,
+                             refine_options, refined_label, resynth)
 
 
 def octave(pitch: int) -> str:
@@ -65,6 +65,10 @@ def main() -> None:
                          "[--refine N]` does (synth.ddsp_play.resynthesize: CREPE f0 held "
                          "through unvoiced frames, one note at a time) instead of from the "
                          "manifest pitch")
+    ap.add_argument("--griffin-lim", action="store_true",
+                    help="add a calibration row: each original's log-mel inverted by Griffin-Lim "
+                         "(bench.ddsp_eval.griffinlim_resynth), a resynthesis from the true "
+                         "spectral envelope")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="ddsp_recognition")
@@ -76,7 +80,7 @@ def main() -> None:
         idx = pick(corpus, None, "test", args.n, args.seed)
     start = time.perf_counter()
     refine = refine_options(args)
-    variants = ["original"] + [f"noise_db {x:+g}" for x in levels]
+    variants = ["original"] + (["Griffin-Lim resynthesis"] if args.griffin_lim else []) + [f"noise_db {x:+g}" for x in levels]
     variants += [f"{refined_label(refine)} ({args.refine} steps)"] if refine else []
     hits = {v: collections.Counter() for v in variants}
     total: collections.Counter = collections.Counter()
@@ -91,6 +95,8 @@ def main() -> None:
             total[octv] += 1
         with torch.no_grad():
             renders = {"original": audio}
+            if args.griffin_lim:
+                renders["Griffin-Lim resynthesis"] = griffinlim_resynth(audio, corpus.sample_rate)
             for x in levels:
                 renders[f"noise_db {x:+g}"] = (
                     as_render(model, audio, None, {"noise_db": x} if x else None)

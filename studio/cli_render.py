@@ -41,9 +41,10 @@ def render(
     resynth: bool = typer.Option(False, "--resynth", help="--audio: play the recording back "
                                  "as itself (its own pitch and timbre latent) instead of "
                                  "timbre transfer."),
-    refine: int = typer.Option(0, help="--resynth with DDSP: refine the recording's latent by "
-                               "this many steps (30: closer timbre, ~2 s per second of audio "
-                               "on a CPU thread)."),
+    refine: Optional[int] = typer.Option(None, help="--resynth with DDSP: refine the "
+                                         "recording's latent and spectral offsets by this many "
+                                         "steps (about 4 s per second of audio on 2 CPU cores; "
+                                         "0: the encoder's latent, fast) [default: 30]."),
     from_manifest: Optional[Path] = typer.Option(None, help="Re-render a manifest."),
     batch: Optional[Path] = typer.Option(None, help="CSV or JSON list of renders (fields as "
                                          "the options; out required; paths relative to the "

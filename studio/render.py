@@ -41,6 +41,12 @@ DEFAULT_VELOCITY = 100.0
 #: (seeded by the request's seed; 0 gives the mapped point itself). latent.text's default.
 TEXT_TEMPERATURE = 0.5
 
+#: refinement steps of a DDSP `--resynth` when `--refine` is not given (`synth.ddsp_play.
+#: refine_note`: z and the spectral offsets; about 16 s for a 4 s note on 2 CPU cores). On 96
+#: held-out notes the note classifier names 81 of them against 71 with the encoder's z
+#: (docs/DDSP.md, session 25); `--refine 0` plays the encoder's latent, unrefined.
+DEFAULT_REFINE_STEPS = 30
+
 
 @dataclass
 class RenderRequest:
@@ -53,7 +59,9 @@ class RenderRequest:
     With `audio`, a DDSP model re-plays the recording with the given (or training-mean) timbre
     (timbre transfer, auto-adjusted into its range); `resynth` plays it back as itself instead
     (its own pitch, and its own latent and a static spectral correction refined by `refine`
-    steps, `synth.ddsp_play.resynthesize`). The autoencoders always use the recording's own latent.
+    steps, `synth.ddsp_play.resynthesize`; None: `DEFAULT_REFINE_STEPS` for a DDSP model, 0 the
+    encoder's latent as it reads the recording). The autoencoders always use the recording's
+    own latent.
     """
 
     model: str
@@ -73,7 +81,7 @@ class RenderRequest:
     octave_shift: int = 0
     loudness_shift: float = 0.0
     resynth: bool = False
-    refine: int = 0
+    refine: int | None = None
 
     def source(self) -> str:
         if self.text is not None:
@@ -102,7 +110,7 @@ class RenderRequest:
                 raise ConfigError("--resynth and --refine only apply to --audio renders")
             if self.latent is not None:
                 raise ConfigError("--resynth plays the recording's own latent; drop --latent")
-            if self.refine < 0:
+            if self.refine is not None and self.refine < 0:
                 raise ConfigError(f"--refine must be >= 0 steps, got {self.refine}")
             if self.refine and not self.resynth:
                 raise ConfigError("--refine refines the recording's own latent: add --resynth")
@@ -112,6 +120,13 @@ class RenderRequest:
             if path is not None and not Path(path).is_file():
                 raise SynthStudioError(f"input file not found: {path}")
         return kind
+
+    def refine_steps(self, model: Generator) -> int:
+        """Steps of refinement a DDSP `--resynth` of this request runs: `refine`, or when unset
+        `DEFAULT_REFINE_STEPS` for a DDSP model and 0 for any other."""
+        if self.refine is not None:
+            return self.refine
+        return DEFAULT_REFINE_STEPS if self.resynth and isinstance(model, DDSPGenerator) else 0
 
 
 def load_generator(name: str) -> tuple[Generator, Path]:
@@ -251,7 +266,8 @@ def render_audio(model: Generator, req: RenderRequest, latent: torch.Tensor | No
     if own:
         from synth.ddsp_play import RefineOptions, resynthesize
 
-        refine = RefineOptions(steps=req.refine) if req.refine else None
+        steps = req.refine_steps(model)
+        refine = RefineOptions(steps=steps) if steps else None
         out = resynthesize(model, audio, z, refine, sample_rate=sr, controls=req.controls,
                            seed=req.seed, octave_shift=req.octave_shift,
                            loudness_shift=req.loudness_shift, curves=curves, offsets=offsets)
@@ -283,7 +299,8 @@ def resynth_latent(model: Generator, req: RenderRequest,
         return None, None, None
     from synth.ddsp_play import RefineOptions, recording_curves, recording_timbre
 
-    options = RefineOptions(steps=req.refine) if req.refine else None
+    steps = req.refine_steps(model)
+    options = RefineOptions(steps=steps) if steps else None
     audio = load(req.audio, model.sample_rate)
     curves = recording_curves(model, audio)
     if recorded is not None:

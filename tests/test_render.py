@@ -13,7 +13,7 @@ import torch
 
 from synth.checkpoint import save_model
 from synth.registry import build
-from studio.render import RenderRequest, render, render_from_manifest
+from studio.render import DEFAULT_REFINE_STEPS, RenderRequest, render, render_from_manifest
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +331,7 @@ def _median_f0(path):
 
 
 def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path, monkeypatch):
-    """`render --audio --resynth --refine N` on the bundled model: the output stays at the
+    """`render --audio --resynth [--refine N]` on the bundled model: the output stays at the
     recording's pitch where timbre transfer (auto-adjust) moves a low tone up an octave; the
     refined latent differs from the encoder's and is recorded with its spectral offsets, and
     reproduction reuses both (the refinement is not run again) bit for bit; the offsets are
@@ -349,7 +349,8 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
     base = RenderRequest(model="ddsp-gm", out=str(tmp_path / "transfer.wav"),
                          audio=str(tmp_path / "low.wav"))
     render(base)
-    own = render(dataclasses.replace(base, out=str(tmp_path / "own.wav"), resynth=True))
+    own = render(dataclasses.replace(base, out=str(tmp_path / "own.wav"), resynth=True,
+                                     refine=0))
     refined = render(dataclasses.replace(base, out=str(tmp_path / "refined.wav"), resynth=True,
                                          refine=3))
     assert abs(1200 * np.log2(_median_f0(tmp_path / "transfer.wav") / (2 * f))) < 30
@@ -370,6 +371,13 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
     assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "refined.wav").read_bytes()
     assert again["resynth"] == refined["resynth"]
     data = json.loads((tmp_path / "refined.wav.json").read_text())
+    # without --refine, the CLI refines by DEFAULT_REFINE_STEPS, and says so
+    res = cli("--model", "ddsp-gm", "--audio", str(tmp_path / "low.wav"), "--resynth",
+              "--out", str(tmp_path / "default.wav"))
+    assert res.returncode == 0, res.stderr
+    assert f"refined by {DEFAULT_REFINE_STEPS} steps" in " ".join(res.stdout.split())
+    record = json.loads((tmp_path / "default.wav.json").read_text())["resynth"]
+    assert record["refine"]["steps"] == DEFAULT_REFINE_STEPS and record["offsets"] is not None
     data["resynth"]["offsets"] = None
     (tmp_path / "plain.json").write_text(json.dumps(data))
     render_from_manifest(tmp_path / "plain.json", str(tmp_path / "plain.wav"))
@@ -409,7 +417,8 @@ def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):
     (tmp_path / "b.csv").write_text("out,audio,resynth,refine\na.wav,in.wav,yes,2\n"
                                     "b.wav,in.wav,false,\n")
     first, second = read_batch(tmp_path / "b.csv")
-    assert (first.resynth, first.refine, second.resynth, second.refine) == (True, 2, False, 0)
+    # an empty cell is the default: None, DEFAULT_REFINE_STEPS for a DDSP --resynth
+    assert (first.resynth, first.refine, second.resynth, second.refine) == (True, 2, False, None)
     (tmp_path / "bad.csv").write_text("out,audio,resynth\na.wav,in.wav,maybe\n")
     with pytest.raises(SynthStudioError, match="row 1: resynth: expected true or false"):
         read_batch(tmp_path / "bad.csv")

@@ -796,6 +796,53 @@ def test_spectral_offsets_play_what_one_z_cannot_and_refine_finds_them(tmp_path)
     assert objective(z_both, found) < objective(z_alone, None) < start
 
 
+def test_long_recordings_refine_on_their_loudest_stretch(monkeypatch):
+    """`RefineOptions.max_seconds`: a recording longer than it is refined on the stretch of that
+    length with the most loudness (`loudest_window`: the earliest on ties, 0 when it all fits),
+    with audio, f0 and loudness cut on the same frames; a shorter one is refined whole; a
+    non-positive limit is one error."""
+    import synth.ddsp_play as play
+    from synth.ddsp_play import RefineOptions, loudest_window, recording_curves, recording_timbre
+    from synth.ddsp import LOUDNESS_FLOOR_DB
+
+    floor = LOUDNESS_FLOOR_DB
+    ld = torch.full((20,), floor - 5.0)
+    ld[12:16] = -20.0
+    assert loudest_window(ld, 4) == 12 and loudest_window(ld, 30) == 0
+    assert loudest_window(torch.full((10,), -30.0), 3) == 0      # ties: the earliest
+    ld[3] = -10.0                                                # one loud frame loses to four
+    assert loudest_window(ld, 4) == 12
+
+    torch.manual_seed(0)
+    model = build("ddsp", debug=True).eval()
+    sr, hop = model.sample_rate, model.hop_length
+    t = torch.arange(3 * sr) / sr
+    audio = 1e-4 * torch.randn(3 * sr)                          # quiet, then a tone at 2-3 s
+    audio[2 * sr:] += 0.5 * torch.sin(2 * torch.pi * 220.0 * t[2 * sr:])
+    curves = recording_curves(model, audio)
+    x, f0, ld = curves
+    seen = []
+
+    def spy(model_, a, f, l, z, options, seed):
+        seen.append((a, f, l))
+        return z, None
+
+    monkeypatch.setattr(play, "refine_note", spy)
+    recording_timbre(model, audio, RefineOptions(steps=1, max_seconds=0.5), curves=curves)
+    a, f, l = seen[-1]
+    frames = int(0.5 * sr / hop)
+    start = (x[0].abs() > 0.1).nonzero()[0, 0] // hop            # the tone's first frame
+    assert f.shape == l.shape == (1, frames) and a.shape == (1, frames * hop)
+    first = loudest_window(ld[0], frames)
+    assert first >= start - 1                                    # the stretch lies in the tone
+    assert torch.equal(a, x[:, first * hop:(first + frames) * hop])
+    assert torch.equal(f, f0[:, first:first + frames]) and torch.equal(l, ld[:, first:first + frames])
+    recording_timbre(model, audio, RefineOptions(steps=1), curves=curves)
+    assert seen[-1][0].shape == x.shape                          # 3 s < 10 s: whole
+    with pytest.raises(ConfigError, match="max_seconds"):
+        RefineOptions(max_seconds=0)
+
+
 def test_hold_unvoiced_carries_the_last_voiced_pitch():
     """Resynthesis plays unvoiced frames at the voiced pitch before them (the first voiced one
     at the start); a track with no voiced frame is left as it is."""

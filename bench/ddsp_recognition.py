@@ -7,10 +7,12 @@ resynthesised as there (manifest pitch, the original's loudness, its
 own z, the loudness lock; `--as-render`: as `synthstudio render --audio --resynth` plays them,
 CREPE's f0 instead of the manifest pitch); each `--noise-db` value renders the same notes again with the model's
 `noise_db` control (0 = as trained). Reports, per variant, the bundled classifier's GM-family hits
-by family and by octave (MIDI 36-47, 48-59, ...), beside the originals'.
+by family and by octave (MIDI 36-47, 48-59, ...), beside the originals' (and with `--griffin-lim`
+beside each original's log-mel inverted by Griffin-Lim, a calibration row).
 
     python -m bench.ddsp_recognition --model studio/models/ddsp-gm.safetensors --n 96
     python -m bench.ddsp_recognition --model ddsp-gm --n 96 --noise-db 0,-6,-12,-24,6 --name X
+    python -m bench.ddsp_recognition --n 96 --seed 1 --griffin-lim --name ddsp_recognition_gl_seed1
     python -m bench.ddsp_recognition --model ddsp-gm --n 96 --seed 1 --config '{"partial_noise":
         true, "partial_noise_range_db": 0}' --name Y
 """
@@ -80,7 +82,8 @@ def main() -> None:
         idx = pick(corpus, None, "test", args.n, args.seed)
     start = time.perf_counter()
     refine = refine_options(args)
-    variants = ["original"] + (["Griffin-Lim resynthesis"] if args.griffin_lim else []) + [f"noise_db {x:+g}" for x in levels]
+    variants = ["original"] + (["Griffin-Lim resynthesis"] if args.griffin_lim else [])
+    variants += [f"noise_db {x:+g}" for x in levels]
     variants += [f"{refined_label(refine)} ({args.refine} steps)"] if refine else []
     hits = {v: collections.Counter() for v in variants}
     total: collections.Counter = collections.Counter()

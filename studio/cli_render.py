@@ -43,7 +43,7 @@ def render(
                                  "timbre transfer."),
     refine: Optional[int] = typer.Option(None, help="--resynth with DDSP: refine the "
                                          "recording's latent and spectral offsets by this many "
-                                         "steps (about 3 s per second of audio on 2 CPU cores, "
+                                         "steps (about 2 s per second of audio on 2 CPU cores, "
                                          "on its loudest 10 s at most; 0: the encoder's latent, "
                                          "fast) [default: 30]."),
     from_manifest: Optional[Path] = typer.Option(None, help="Re-render a manifest."),

@@ -42,7 +42,8 @@ DEFAULT_VELOCITY = 100.0
 TEXT_TEMPERATURE = 0.5
 
 #: refinement steps of a DDSP `--resynth` when `--refine` is not given (`synth.ddsp_play.
-#: refine_note`: z and the spectral offsets; about 16 s for a 4 s note on 2 CPU cores). On 96
+#: refine_note`: z and the spectral offsets; 7.5 s for a 4 s note on 2 CPU cores against 0.9 s
+#: unrefined, `bench.ddsp_resynth_speed`). On 96
 #: held-out notes the note classifier names 81 of them against 71 with the encoder's z
 #: (docs/DDSP.md, session 25); `--refine 0` plays the encoder's latent, unrefined.
 DEFAULT_REFINE_STEPS = 30

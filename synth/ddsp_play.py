@@ -46,7 +46,10 @@ def analyze(model: DDSPGenerator, audio: torch.Tensor, crepe_model: str = "tiny"
     `octave_check`: voiced frames CREPE reads an octave (or two) too high are moved down
     (`synth.pitch.octave_up_errors`)."""
     if audio.ndim != 1 or audio.numel() < model.hop_length * 4:
-        raise AudioError("timbre transfer needs a mono recording of at least a few frames")
+        least = model.hop_length * 4
+        raise AudioError(f"playing a recording needs mono audio of at least {least} samples "
+                         f"({least / model.sample_rate * 1000:.0f} ms) at {model.sample_rate} Hz, "
+                         f"got shape {tuple(audio.shape)}")
     n = audio.numel() // model.hop_length * model.hop_length
     x = audio[:n][None].float()
     frames = n // model.hop_length

@@ -800,10 +800,11 @@ def test_long_recordings_refine_on_their_loudest_stretch(monkeypatch):
     """`RefineOptions.max_seconds`: a recording longer than it is refined on the stretch of that
     length with the most loudness (`loudest_window`: the earliest on ties, 0 when it all fits),
     with audio, f0 and loudness cut on the same frames; a shorter one is refined whole; a
-    non-positive limit is one error."""
+    non-positive limit is one error, and so is a recording too short to play."""
     import synth.ddsp_play as play
-    from synth.ddsp_play import RefineOptions, loudest_window, recording_curves, recording_timbre
     from synth.ddsp import LOUDNESS_FLOOR_DB
+    from synth.ddsp_play import RefineOptions, loudest_window, recording_curves, recording_timbre
+    from synth.errors import AudioError
 
     floor = LOUDNESS_FLOOR_DB
     ld = torch.full((20,), floor - 5.0)
@@ -841,6 +842,8 @@ def test_long_recordings_refine_on_their_loudest_stretch(monkeypatch):
     assert seen[-1][0].shape == x.shape                          # 3 s < 10 s: whole
     with pytest.raises(ConfigError, match="max_seconds"):
         RefineOptions(max_seconds=0)
+    with pytest.raises(AudioError, match=f"at least {4 * hop} samples"):   # too short to play
+        recording_curves(model, torch.zeros(4 * hop - 1))
 
 
 def test_hold_unvoiced_carries_the_last_voiced_pitch():

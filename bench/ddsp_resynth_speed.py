@@ -3,9 +3,10 @@ against `--refine 0` (the encoder's latent, the baseline), and for a long record
 refining it whole (`RefineOptions.max_seconds` out of the way).
 
 Each case runs in a fresh process (model loading excluded from the time, peak resident memory
-included); the recordings are the cello note of the README tour (or any `--audio` file) and that
-note tiled to `--long` seconds.
+included); the recordings are one note (`--audio`, or by default the corpus's cello note at MIDI
+54, F#3, velocity 100: the README tour's cello_fs3.wav) and that note tiled to `--long` seconds.
 
+    python -m bench.ddsp_resynth_speed --threads 2
     python -m bench.ddsp_resynth_speed --audio cello_fs3.wav --threads 2
 """
 
@@ -48,7 +49,9 @@ def run_case(audio: str, steps: int, max_seconds: float, threads: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--audio", default="cello_fs3.wav", help="a short recording (one note)")
+    ap.add_argument("--audio", default=None, help="a short recording (one note; default: the "
+                    "corpus's cello note at MIDI 54, velocity 100)")
+    ap.add_argument("--corpus", default="data/gm")
     ap.add_argument("--long", type=float, default=30.0, help="seconds of the tiled recording")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="ddsp_resynth_speed")
@@ -58,8 +61,20 @@ def main() -> None:
         audio, steps, max_seconds = json.loads(args.case)
         print(json.dumps(run_case(audio, steps, max_seconds, args.threads)))
         return
-    note, sr = sf.read(args.audio, dtype="float32")
+    source = args.audio
     with tempfile.TemporaryDirectory() as tmp:
+        if args.audio is None:
+            from synth.data.corpus import Corpus
+
+            corpus = Corpus.open(args.corpus)
+            i = next(i for i, n in enumerate(corpus.notes)
+                     if n["instrument"] == "cello" and n["pitch"] == 54 and n["velocity"] == 100)
+            source = f"{args.corpus} note {i} (cello, MIDI 54, velocity 100)"
+            args.audio = str(Path(tmp) / "cello_fs3.wav")
+            sf.write(args.audio, corpus.waveform([i])[0], corpus.sample_rate)
+        note, sr = sf.read(args.audio, dtype="float32")
+        if note.ndim == 2:
+            note = note.mean(axis=1)                     # the models play mono
         long_path = str(Path(tmp) / "long.wav")
         sf.write(long_path, np.tile(note, int(np.ceil(args.long * sr / len(note))))[
             : int(args.long * sr)], sr)
@@ -81,7 +96,7 @@ def main() -> None:
               "long: whole / loudest 10 s": rows["long, 30 steps on the whole recording"]["seconds"]
               / rows["long, default (30 steps on the loudest 10 s)"]["seconds"]}
     print({k: round(v, 2) for k, v in ratios.items()})
-    payload = {"audio": args.audio, "long_seconds": args.long, "threads": args.threads,
+    payload = {"audio": source, "long_seconds": args.long, "threads": args.threads,
                "rows": rows, "ratios": ratios}
     print(f"wrote {write_result(args.name, payload)}")
 

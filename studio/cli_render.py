@@ -114,6 +114,8 @@ def render(
                       f"{t['mapper'] or 'the given latent'}")
     if manifest.get("resynth", {}).get("refine"):
         what = "latent and spectral offsets" if manifest["resynth"].get("offsets") else "latent"
-        console.print(f"{what} refined by {manifest['resynth']['refine']['steps']} steps")
+        steps = manifest["resynth"]["refine"]["steps"]
+        console.print(f"{what} from the manifest (refined by {steps} steps)" if from_manifest
+                      else f"{what} refined by {steps} steps")
     console.print(f"wrote {req_out} ({manifest['seconds']:.2f} s at {manifest['sample_rate']} Hz, "
                   f"peak {manifest['peak']:.2f}) and {req_out}.json")

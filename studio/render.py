@@ -42,7 +42,7 @@ DEFAULT_VELOCITY = 100.0
 TEXT_TEMPERATURE = 0.5
 
 #: refinement steps of a DDSP `--resynth` when `--refine` is not given (`synth.ddsp_play.
-#: refine_note`: z and the spectral offsets; 7.5 s for a 4 s note on 2 CPU cores against 0.9 s
+#: refine_note`: z and the spectral offsets; 8.2 s for a 4 s note on 2 CPU cores against 0.9 s
 #: unrefined, `bench.ddsp_resynth_speed`). On 96
 #: held-out notes the note classifier names 81 of them against 71 with the encoder's z
 #: (docs/DDSP.md, session 25); `--refine 0` plays the encoder's latent, unrefined.
@@ -311,11 +311,13 @@ def resynth_latent(model: Generator, req: RenderRequest,
             raise SynthStudioError("the manifest's resynth record lacks its latent") from None
         found = recorded.get("offsets")
         offsets = None if found is None else SpectralOffsets.from_record(found)
+        refined = recorded.get("refine")        # what made them, whatever today's default
     else:
         z, offsets = recording_timbre(model, audio, options, seed=req.seed, curves=curves)
         latent = z[0].tolist()
+        refined = asdict(options) if options else None
     return {"latent": latent, "offsets": None if offsets is None else offsets.to_record(),
-            "refine": asdict(options) if options else None}, curves, offsets
+            "refine": refined}, curves, offsets
 
 
 def render(req: RenderRequest, *, models: ModelCache | None = None,

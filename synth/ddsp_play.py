@@ -108,7 +108,7 @@ class RefineOptions:
     recording longer than this is refined on its loudest stretch of that length
     (`recording_timbre`, `loudest_window`): one global z and static offsets describe the whole
     recording, and time and memory grow with the length refined (`bench.ddsp_resynth_speed`, 2
-    CPU cores: a 30 s recording refined whole 51 s and 1.8 GB, on its loudest 10 s 20 s and
+    CPU cores: a 30 s recording refined whole 52 s and 1.8 GB, on its loudest 10 s 21 s and
     1.3 GB)."""
 
     steps: int = 30

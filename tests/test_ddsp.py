@@ -824,20 +824,21 @@ def test_long_recordings_refine_on_their_loudest_stretch(monkeypatch):
     x, f0, ld = curves
     seen = []
 
-    def spy(model_, a, f, l, z, options, seed):
-        seen.append((a, f, l))
+    def spy(model_, a, f, loud, z, options, seed):
+        seen.append((a, f, loud))
         return z, None
 
     monkeypatch.setattr(play, "refine_note", spy)
     recording_timbre(model, audio, RefineOptions(steps=1, max_seconds=0.5), curves=curves)
-    a, f, l = seen[-1]
+    a, f, loud = seen[-1]
     frames = int(0.5 * sr / hop)
     start = (x[0].abs() > 0.1).nonzero()[0, 0] // hop            # the tone's first frame
-    assert f.shape == l.shape == (1, frames) and a.shape == (1, frames * hop)
+    assert f.shape == loud.shape == (1, frames) and a.shape == (1, frames * hop)
     first = loudest_window(ld[0], frames)
     assert first >= start - 1                                    # the stretch lies in the tone
     assert torch.equal(a, x[:, first * hop:(first + frames) * hop])
-    assert torch.equal(f, f0[:, first:first + frames]) and torch.equal(l, ld[:, first:first + frames])
+    assert torch.equal(f, f0[:, first:first + frames])
+    assert torch.equal(loud, ld[:, first:first + frames])
     recording_timbre(model, audio, RefineOptions(steps=1), curves=curves)
     assert seen[-1][0].shape == x.shape                          # 3 s < 10 s: whole
     with pytest.raises(ConfigError, match="max_seconds"):

@@ -378,6 +378,13 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
     assert f"refined by {DEFAULT_REFINE_STEPS} steps" in " ".join(res.stdout.split())
     record = json.loads((tmp_path / "default.wav.json").read_text())["resynth"]
     assert record["refine"]["steps"] == DEFAULT_REFINE_STEPS and record["offsets"] is not None
+    # its manifest (request refine null) reproduces the bytes through the CLI (same threads)
+    # and keeps the record of what refined
+    res = cli("--from-manifest", str(tmp_path / "default.wav.json"),
+              "--out", str(tmp_path / "default2.wav"))
+    assert res.returncode == 0 and "from the manifest (refined by" in res.stdout, res.stderr
+    assert (tmp_path / "default2.wav").read_bytes() == (tmp_path / "default.wav").read_bytes()
+    assert json.loads((tmp_path / "default2.wav.json").read_text())["resynth"] == record
     data["resynth"]["offsets"] = None
     (tmp_path / "plain.json").write_text(json.dumps(data))
     render_from_manifest(tmp_path / "plain.json", str(tmp_path / "plain.wav"))
@@ -417,8 +424,14 @@ def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):
     (tmp_path / "b.csv").write_text("out,audio,resynth,refine\na.wav,in.wav,yes,2\n"
                                     "b.wav,in.wav,false,\n")
     first, second = read_batch(tmp_path / "b.csv")
-    # an empty cell is the default: None, DEFAULT_REFINE_STEPS for a DDSP --resynth
+    # an empty cell is the default: None, DEFAULT_REFINE_STEPS for a DDSP --resynth, else 0
     assert (first.resynth, first.refine, second.resynth, second.refine) == (True, 2, False, None)
+    (tmp_path / "c.csv").write_text("out,audio,resynth,refine\nc.wav,in.wav,yes,\n")
+    (third,) = read_batch(tmp_path / "c.csv")
+    ddsp, vae_model = build("ddsp", debug=True), build("vae", debug=True)
+    assert (third.refine, third.refine_steps(ddsp), third.refine_steps(vae_model)) == (
+        None, DEFAULT_REFINE_STEPS, 0)
+    assert (first.refine_steps(ddsp), second.refine_steps(ddsp)) == (2, 0)
     (tmp_path / "bad.csv").write_text("out,audio,resynth\na.wav,in.wav,maybe\n")
     with pytest.raises(SynthStudioError, match="row 1: resynth: expected true or false"):
         read_batch(tmp_path / "bad.csv")

@@ -43,9 +43,9 @@ def render(
                                  "timbre transfer."),
     refine: Optional[int] = typer.Option(None, help="--resynth with DDSP: refine the "
                                          "recording's latent and spectral offsets by this many "
-                                         "steps (about 2 s per second of audio on 2 CPU cores, "
-                                         "on its loudest 10 s at most; 0: the encoder's latent, "
-                                         "fast) [default: 30]."),
+                                         "steps, 30 by default (about 2 s per second of audio "
+                                         "on 2 CPU cores, on its loudest 10 s at most; 0: the "
+                                         "encoder's latent, fast)."),
     from_manifest: Optional[Path] = typer.Option(None, help="Re-render a manifest."),
     batch: Optional[Path] = typer.Option(None, help="CSV or JSON list of renders (fields as "
                                          "the options; out required; paths relative to the "

@@ -401,6 +401,18 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
     assert not (tmp_path / "unreadable.wav").exists()
 
 
+def test_refine_help_names_the_defaults_the_code_uses():
+    """`render --help` states the default refinement steps and the longest stretch refined; both
+    must be the code's (DEFAULT_REFINE_STEPS, RefineOptions.max_seconds)."""
+    from synth.ddsp_play import RefineOptions
+
+    res = cli("--help")
+    text = " ".join(res.stdout.replace("│", " ").split())
+    assert res.returncode == 0, res.stderr
+    assert f"steps, {DEFAULT_REFINE_STEPS} by default" in text
+    assert f"on its loudest {RefineOptions().max_seconds:g} s at most" in text
+
+
 def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):
     """--resynth/--refine: only with --audio, not with --latent, refine needs resynth and a
     DDSP model; a batch row spells them as CSV cells."""

@@ -27,14 +27,14 @@ def render(
     midi: Optional[Path] = typer.Option(None, help="MIDI file to render."),
     pitch: Optional[float] = typer.Option(None, help="MIDI pitch of a single note (with --text: "
                                           "replaces the text's note)."),
-    velocity: Optional[float] = typer.Option(None, help="MIDI velocity [default: 100; with "
-                                             "--text: the text's dynamic, else 100]."),
+    velocity: Optional[float] = typer.Option(None, help="MIDI velocity (default: 100; with "
+                                             "--text: the text's dynamic, else 100)."),
     duration: float = typer.Option(2.0),
     latent: Optional[Path] = typer.Option(None, help="JSON list of latent values."),
     control: list[str] = typer.Option([], help="NAME=VALUE, e.g. brightness=6 (repeatable)."),
     seed: int = typer.Option(0),
     temperature: Optional[float] = typer.Option(None, help="--text only: seeded spread around "
-                                                "the mapped latent [default: 0.5; 0: none]."),
+                                                "the mapped latent (default: 0.5; 0: none)."),
     sample_rate: Optional[int] = typer.Option(None),
     bit_depth: int = typer.Option(24, help="16, 24 or 32 (float)."),
     octave_shift: int = typer.Option(0), loudness_shift: float = typer.Option(0.0),

@@ -401,9 +401,11 @@ def test_resynthesis_keeps_the_recordings_pitch_refines_and_reproduces(tmp_path,
     assert not (tmp_path / "unreadable.wav").exists()
 
 
-def test_refine_help_names_the_defaults_the_code_uses():
-    """`render --help` states the default refinement steps and the longest stretch refined; both
-    must be the code's (DEFAULT_REFINE_STEPS, RefineOptions.max_seconds)."""
+def test_render_help_names_the_defaults_the_code_uses():
+    """`render --help` states the defaults of options whose default is None (resolved later):
+    velocity, the text temperature, the refinement steps and the longest stretch refined; each
+    must be the code's, and printed (rich reads "[...]" as markup and drops it)."""
+    from studio.render import DEFAULT_VELOCITY, TEXT_TEMPERATURE
     from synth.ddsp_play import RefineOptions
 
     res = cli("--help")
@@ -411,6 +413,8 @@ def test_refine_help_names_the_defaults_the_code_uses():
     assert res.returncode == 0, res.stderr
     assert f"steps, {DEFAULT_REFINE_STEPS} by default" in text
     assert f"on its loudest {RefineOptions().max_seconds:g} s at most" in text
+    assert f"MIDI velocity (default: {DEFAULT_VELOCITY:g};" in text
+    assert f"the mapped latent (default: {TEXT_TEMPERATURE:g};" in text
 
 
 def test_resynth_and_refine_requests_are_checked(model_path, tmp_path):

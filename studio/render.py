@@ -43,9 +43,9 @@ TEXT_TEMPERATURE = 0.5
 
 #: refinement steps of a DDSP `--resynth` when `--refine` is not given (`synth.ddsp_play.
 #: refine_note`: z and the spectral offsets; 8.2 s for a 4 s note on 2 CPU cores against 0.9 s
-#: unrefined, `bench.ddsp_resynth_speed`). On 96
-#: held-out notes the note classifier names 81 of them against 71 with the encoder's z
-#: (docs/DDSP.md, session 25); `--refine 0` plays the encoder's latent, unrefined.
+#: unrefined, `bench.ddsp_resynth_speed`). On 96 held-out notes the note classifier names 81 of
+#: them against 71 with the encoder's z (docs/DDSP.md, sessions 25-26); `--refine 0` plays the
+#: encoder's latent, unrefined.
 DEFAULT_REFINE_STEPS = 30
 
 
@@ -300,8 +300,6 @@ def resynth_latent(model: Generator, req: RenderRequest,
         return None, None, None
     from synth.ddsp_play import RefineOptions, recording_curves, recording_timbre
 
-    steps = req.refine_steps(model)
-    options = RefineOptions(steps=steps) if steps else None
     audio = load(req.audio, model.sample_rate)
     curves = recording_curves(model, audio)
     if recorded is not None:
@@ -313,6 +311,8 @@ def resynth_latent(model: Generator, req: RenderRequest,
         offsets = None if found is None else SpectralOffsets.from_record(found)
         refined = recorded.get("refine")        # what made them, whatever today's default
     else:
+        steps = req.refine_steps(model)
+        options = RefineOptions(steps=steps) if steps else None
         z, offsets = recording_timbre(model, audio, options, seed=req.seed, curves=curves)
         latent = z[0].tolist()
         refined = asdict(options) if options else None

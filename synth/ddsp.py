@@ -750,12 +750,18 @@ class DDSPGenerator(Generator):
         """(B, T) audio and its requested (B, F) loudness -> (B,) gain in dB: the median of
         (requested - measured) A-weighted loudness over the frames within
         `config.loudness_lock_range_db` of the requested peak (0 where none are), within +-40 dB.
+        The measure is the model's own reading (`analyze_loudness`) at any `sample_rate`, so a
+        note locks to the same level at every output rate.
         """
         sr = sample_rate or self.sample_rate
         hop = sr // self.config.frame_rate if sr % self.config.frame_rate == 0 else \
             max(1, round(sr / self.config.frame_rate))
         n_fft = max(hop, int(round(self.config.loudness_n_fft * sr / self.sample_rate)))
-        measured = loudness(audio.detach(), sr, hop_length=hop, n_fft=n_fft)
+        # `loudness` averages power over the FFT bins, which reads 10 log10(n_fft ratio) dB
+        # higher for the same sound with a window as long in time at a higher rate (Parseval);
+        # the requested curve is in the model's own reading (its rate, `loudness_n_fft`).
+        measured = loudness(audio.detach(), sr, hop_length=hop, n_fft=n_fft) \
+            - 10.0 * math.log10(n_fft / self.config.loudness_n_fft)
         f = min(measured.shape[1], target_db.shape[1])
         measured, target = measured[:, :f], target_db[:, :f].to(measured)
         active = (target > target.amax(1, keepdim=True) - self.config.loudness_lock_range_db) \

@@ -65,6 +65,19 @@ def test_render_at_several_rates_keeps_the_band(model):
     assert lengths[48000] > lengths[22050] > lengths[8000]
 
 
+def test_a_note_has_one_level_at_every_output_rate(model):
+    """The loudness lock reads the model's own loudness at any output rate: the same note
+    rendered at the model's rate, 22.05 and 48 kHz has the same RMS (within 0.5 dB; the
+    content is the same band, only sampled finer). Before, the lock's reading grew by
+    10 log10(rate ratio) and a 48 kHz render came out 4.8 dB quieter than at 16 kHz."""
+    z = torch.zeros(1, model.latent_dim)
+    cond = Conditions.note(57, 100, duration=0.5)
+    rms = {sr: float(model.render(z, cond, sample_rate=sr, seed=0)[0].detach().pow(2).mean())
+           for sr in (model.sample_rate, 22050, 48000)}
+    for sr, value in rms.items():
+        assert abs(10 * math.log10(value / rms[model.sample_rate])) < 0.5, (sr, rms)
+
+
 def test_brightness_control_raises_centroid(model):
     z = torch.zeros(1, model.latent_dim)
     cond = Conditions.note(57, 100, duration=0.5)
@@ -108,18 +121,20 @@ def test_dry_model_equals_reverb_mix_zero_and_loads_a_reverb_checkpoint(model, t
 def test_loudness_lock_meets_the_requested_loudness(model, rate):
     """With the lock, a render's A-weighted loudness meets the requested curve over the note's
     active frames (one gain per note, so the median gap is ~0 and the envelope is the model's);
-    without it the untrained debug model is far off. Gain controls still move the level."""
-    from synth.pitch import loudness
+    without it the untrained debug model is far off. Gain controls still move the level. The
+    loudness is the model's own reading (`analyze_loudness` at its rate, what the requested curve
+    means), so a render at another rate is brought back to the model's rate to be measured."""
+    from synth.audio import resample
 
     z = torch.randn(3, model.latent_dim, generator=torch.Generator().manual_seed(3))
     frames = 60
     f0 = torch.full((3, frames), 220.0)
     target = torch.tensor([-18.0, -12.0, -6.0])[:, None] + adsr_db(frames, 125, 0.02, 0.1, -6, 0.1)
-    hop = rate // model.config.frame_rate
-    n_fft = int(round(model.config.loudness_n_fft * rate / model.sample_rate))
 
     def gap(audio):
-        ld = loudness(audio, rate, hop_length=hop, n_fft=n_fft)[:, :frames]
+        if rate != model.sample_rate:
+            audio = torch.stack([resample(a, rate, model.sample_rate) for a in audio])
+        ld = model.analyze_loudness(audio)[:, :frames]
         active = target > target.amax(1, keepdim=True) - 20
         return torch.stack([(ld[i] - target[i])[active[i]].median() for i in range(3)])
 
